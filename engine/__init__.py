@@ -1,0 +1,49 @@
+"""slotkeeper's reservation engine: the Redis key schema, the Lua scripts, typed results."""
+
+from .engine import Engine
+from .errors import (
+    BackendUnavailable,
+    CapacityBelowCommitted,
+    CapacityExhausted,
+    EngineError,
+    HoldArchived,
+    HoldCancelled,
+    HoldExpired,
+    HoldNotFound,
+    IdempotencyMismatch,
+    SlotClosed,
+    SlotExists,
+    SlotNotFound,
+    StateUnavailable,
+    UserHoldLimit,
+)
+from .keys import KeySchema, new_hold_id, slot_of_hold
+from .models import Hold, HoldStatus, Outcome, Slot, SlotState
+from .settings import EngineSettings
+
+__all__ = [
+    "BackendUnavailable",
+    "CapacityBelowCommitted",
+    "CapacityExhausted",
+    "Engine",
+    "EngineError",
+    "EngineSettings",
+    "Hold",
+    "HoldArchived",
+    "HoldCancelled",
+    "HoldExpired",
+    "HoldNotFound",
+    "HoldStatus",
+    "IdempotencyMismatch",
+    "KeySchema",
+    "Outcome",
+    "Slot",
+    "SlotClosed",
+    "SlotExists",
+    "SlotNotFound",
+    "SlotState",
+    "StateUnavailable",
+    "UserHoldLimit",
+    "new_hold_id",
+    "slot_of_hold",
+]

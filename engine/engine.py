@@ -1,0 +1,407 @@
+"""The reservation engine: typed calls over the Lua scripts.
+
+No HTTP words and no environment here; the caller passes a redis.asyncio client
+(single server or cluster) and EngineSettings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    TryAgainError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+
+from . import errors
+from .keys import KeySchema, new_hold_id, slot_of_hold
+from .models import Hold, Outcome, Slot
+from .scripts import Scripts
+from .settings import EngineSettings
+
+__all__ = ["Engine"]
+
+_UNREACHABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+)
+_SLOT_FIELDS = ("cap", "rem", "held", "conf", "state", "meta")
+_LOAD_CHUNK = 500
+
+
+@asynccontextmanager
+async def _redis_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        raise errors.BackendUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _clock(now_ms: int | None) -> str:
+    return "" if now_ms is None else str(int(now_ms))
+
+
+class Engine:
+    def __init__(
+        self,
+        redis: Any,
+        settings: EngineSettings | None = None,
+        *,
+        read_redis: Any = None,
+    ) -> None:
+        """``redis`` takes commands; ``read_redis`` (a replica) may serve reads."""
+        self.settings = settings or EngineSettings()
+        self.keys = KeySchema(self.settings.key_prefix, self.settings.partitions)
+        self._redis = redis
+        self._read = read_redis if read_redis is not None else redis
+        self._scripts = Scripts(redis)
+        self._hold_ttl_ms = str(self.settings.hold_ttl_s * 1000)
+        self._idempotency_ttl_ms = str(self.settings.idempotency_ttl_s * 1000)
+        self._batch = str(self.settings.housekeeping_batch)
+        self._retention_ms = str(self.settings.finished_retention_s * 1000)
+        self._max_held = str(self.settings.max_held_per_user_slot)
+
+    # -- commands -------------------------------------------------------------
+
+    async def hold(
+        self,
+        slot_id: int,
+        user_id: str,
+        idempotency_key: str,
+        quantity: int = 1,
+        *,
+        now_ms: int | None = None,
+    ) -> Outcome:
+        """Reserve ``quantity`` on a slot; a repeated key returns the first hold."""
+        if not 1 <= quantity <= self.settings.max_quantity:
+            raise ValueError(f"quantity must be 1..{self.settings.max_quantity}")
+        partition = self.keys.partition_of(slot_id)
+        keys = [
+            *self.keys.partition(partition),
+            self.keys.idempotency(slot_id, user_id, idempotency_key),
+        ]
+        args = [
+            _clock(now_ms),
+            self._batch,
+            self._retention_ms,
+            str(slot_id),
+            user_id,
+            str(quantity),
+            new_hold_id(slot_id),
+            self._hold_ttl_ms,
+            self._idempotency_ttl_ms,
+            self._max_held,
+            idempotency_key,
+        ]
+        async with _redis_errors():
+            reply = await self._scripts.hold(keys=keys, args=args, client=self._redis)
+        tag = _text(reply[0])
+        if tag == "created":
+            return Outcome(Hold.from_stored(reply[1]), changed=True)
+        if tag == "replayed":
+            return Outcome(Hold.from_stored(reply[1]), changed=False)
+        raise self._refusal(tag, reply, partition=partition, slot_id=slot_id)
+
+    async def confirm(
+        self, hold_id: str, user_id: str | None, *, now_ms: int | None = None
+    ) -> Outcome:
+        """Confirm a live hold. ``user_id=None`` skips the ownership check."""
+        reply = await self._hold_command(self._scripts.confirm, hold_id, user_id, now_ms)
+        tag = _text(reply[0])
+        if tag in ("confirmed", "unchanged"):
+            return Outcome(Hold.from_stored(reply[1]), changed=tag == "confirmed")
+        if tag == "expired":
+            raise errors.HoldExpired(Hold.from_stored(reply[1]))
+        if tag == "cancelled":
+            raise errors.HoldCancelled(Hold.from_stored(reply[1]))
+        raise self._refusal(tag, reply, hold_id=hold_id)
+
+    async def cancel(
+        self, hold_id: str, user_id: str | None, *, now_ms: int | None = None
+    ) -> Outcome:
+        """Cancel a hold or booking; cancelling twice, or an expired hold, is a no-op."""
+        reply = await self._hold_command(self._scripts.cancel, hold_id, user_id, now_ms)
+        tag = _text(reply[0])
+        if tag in ("cancelled", "unchanged"):
+            return Outcome(Hold.from_stored(reply[1]), changed=tag == "cancelled")
+        raise self._refusal(tag, reply, hold_id=hold_id)
+
+    async def _hold_command(
+        self, script: Any, hold_id: str, user_id: str | None, now_ms: int | None
+    ) -> Any:
+        slot_id = slot_of_hold(hold_id)
+        if slot_id is None:
+            raise errors.HoldNotFound(hold_id)
+        partition = self.keys.partition_of(slot_id)
+        args = [
+            _clock(now_ms),
+            self._batch,
+            self._retention_ms,
+            hold_id,
+            "" if user_id is None else user_id,
+        ]
+        async with _redis_errors():
+            reply = await script(keys=self.keys.partition(partition), args=args, client=self._redis)
+        if _text(reply[0]) == "state_unavailable":
+            raise errors.StateUnavailable(partition)
+        return reply
+
+    async def create_slot(
+        self,
+        slot_id: int,
+        capacity: int,
+        *,
+        state: str = "open",
+        attributes: dict[str, str] | None = None,
+        now_ms: int | None = None,
+    ) -> Slot:
+        return await self._upsert_slot(slot_id, "create", capacity, state, attributes or {}, now_ms)
+
+    async def update_slot(
+        self,
+        slot_id: int,
+        *,
+        capacity: int | None = None,
+        state: str | None = None,
+        attributes: dict[str, str] | None = None,
+        now_ms: int | None = None,
+    ) -> Slot:
+        """Change what is given; ``attributes`` replaces all of label/starts_at/ends_at."""
+        return await self._upsert_slot(slot_id, "update", capacity, state, attributes, now_ms)
+
+    async def _upsert_slot(
+        self,
+        slot_id: int,
+        mode: str,
+        capacity: int | None,
+        state: str | None,
+        attributes: dict[str, str] | None,
+        now_ms: int | None,
+    ) -> Slot:
+        if capacity is not None and capacity < 0:
+            raise ValueError("capacity must be >= 0")
+        if state not in (None, "open", "closed"):
+            raise ValueError("state must be 'open' or 'closed'")
+        partition = self.keys.partition_of(slot_id)
+        args = [
+            _clock(now_ms),
+            self._batch,
+            self._retention_ms,
+            str(slot_id),
+            mode,
+            "" if capacity is None else str(capacity),
+            state or "",
+            "" if attributes is None else orjson.dumps(attributes).decode(),
+        ]
+        async with _redis_errors():
+            reply = await self._scripts.upsert_slot(
+                keys=self.keys.partition(partition), args=args, client=self._redis
+            )
+        tag = _text(reply[0])
+        if tag in ("created", "updated"):
+            return _slot_from_fields(slot_id, reply[1:])
+        raise self._refusal(tag, reply, partition=partition, slot_id=slot_id)
+
+    async def sweep(self, partition: int, *, now_ms: int | None = None) -> tuple[int, int]:
+        """Expire due holds of one partition: (expired now, due holds still waiting)."""
+        args = [_clock(now_ms), self._batch, self._retention_ms]
+        async with _redis_errors():
+            reply = await self._scripts.expire(
+                keys=self.keys.partition(partition), args=args, client=self._redis
+            )
+        if _text(reply[0]) == "state_unavailable":
+            raise errors.StateUnavailable(partition)
+        return int(reply[1]), int(reply[2])
+
+    # -- reads ----------------------------------------------------------------
+
+    async def get_hold(self, hold_id: str) -> Hold:
+        slot_id = slot_of_hold(hold_id)
+        if slot_id is None:
+            raise errors.HoldNotFound(hold_id)
+        partition = self.keys.partition_of(slot_id)
+        async with _redis_errors(), self._read.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.epoch(partition))
+            pipe.hget(self.keys.holds(partition), hold_id)
+            has_epoch, raw = await pipe.execute()
+        if not has_epoch:
+            raise errors.StateUnavailable(partition)
+        if raw is None:
+            raise errors.HoldNotFound(hold_id)
+        return Hold.from_stored(raw)
+
+    async def slot(self, slot_id: int) -> Slot:
+        partition = self.keys.partition_of(slot_id)
+        fields = [f"{slot_id}:{name}" for name in _SLOT_FIELDS]
+        async with _redis_errors(), self._read.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.epoch(partition))
+            pipe.hmget(self.keys.slots(partition), fields)
+            has_epoch, values = await pipe.execute()
+        if not has_epoch:
+            raise errors.StateUnavailable(partition)
+        if values[0] is None:
+            raise errors.SlotNotFound(slot_id)
+        return _slot_from_fields(slot_id, values)
+
+    async def availability(self) -> list[Slot]:
+        """Every slot, ordered by id: one pipelined round trip per partition at most."""
+        partitions = range(self.settings.partitions)
+        async with _redis_errors(), self._read.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                pipe.exists(self.keys.epoch(p))
+                pipe.hgetall(self.keys.slots(p))
+            replies = await pipe.execute()
+        slots: list[Slot] = []
+        for p in partitions:
+            if not replies[2 * p]:
+                raise errors.StateUnavailable(p)
+            slots.extend(_slots_from_hash(replies[2 * p + 1]))
+        slots.sort(key=lambda s: s.slot_id)
+        return slots
+
+    async def unavailable_partitions(self) -> list[int]:
+        """Partitions without their epoch marker (they refuse every command)."""
+        async with _redis_errors(), self._redis.pipeline(transaction=False) as pipe:
+            for p in range(self.settings.partitions):
+                pipe.exists(self.keys.epoch(p))
+            found = await pipe.execute()
+        return [p for p, ok in enumerate(found) if not ok]
+
+    async def scripts_loaded(self) -> bool:
+        async with _redis_errors():
+            return await self._scripts.all_loaded(self._redis)
+
+    async def load_scripts(self) -> None:
+        async with _redis_errors():
+            await self._scripts.load_all(self._redis)
+
+    # -- rebuilding -----------------------------------------------------------
+
+    async def load_partition(
+        self,
+        partition: int,
+        slots: Iterable[Slot],
+        holds: Iterable[Hold],
+        *,
+        epoch: str,
+        now_ms: int | None = None,
+    ) -> None:
+        """Replace a partition's state with a snapshot, then mark it built.
+
+        Counters are recomputed from the holds. The partition refuses commands
+        from the first call until the epoch marker is set by the last; callers
+        serialise rebuilds of one partition (the sync worker holds a lock).
+        """
+        keys = self.keys.partition(partition)
+        script = self._scripts.load_partition
+        async with _redis_errors():
+            await script(keys=keys, args=["begin"], client=self._redis)
+            slot_rows = [
+                {
+                    "id": str(s.slot_id),
+                    "cap": s.capacity,
+                    "state": s.state,
+                    "meta": orjson.dumps(s.attributes).decode(),
+                }
+                for s in slots
+            ]
+            for chunk in _chunks(slot_rows, _LOAD_CHUNK):
+                await script(keys=keys, args=["slots", orjson.dumps(chunk)], client=self._redis)
+            for hold_chunk in _chunks(list(holds), _LOAD_CHUNK):
+                idem_keys = [
+                    self.keys.idempotency(h.slot_id, h.user_id, h.idempotency_key)
+                    for h in hold_chunk
+                ]
+                payload = orjson.dumps([h.to_stored() for h in hold_chunk])
+                await script(
+                    keys=[*keys, *idem_keys],
+                    args=["holds", payload, _clock(now_ms), self._idempotency_ttl_ms],
+                    client=self._redis,
+                )
+            await script(keys=keys, args=["commit", epoch], client=self._redis)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _refusal(
+        self,
+        tag: str,
+        reply: Sequence[Any],
+        *,
+        partition: int = -1,
+        slot_id: int = -1,
+        hold_id: str = "",
+    ) -> errors.EngineError:
+        match tag:
+            case "state_unavailable":
+                return errors.StateUnavailable(partition)
+            case "not_found" if hold_id:
+                return errors.HoldNotFound(hold_id)
+            case "not_found":
+                return errors.SlotNotFound(slot_id)
+            case "exists":
+                return errors.SlotExists(slot_id)
+            case "closed":
+                return errors.SlotClosed(slot_id)
+            case "capacity":
+                return errors.CapacityExhausted(slot_id, int(reply[1]))
+            case "capacity_below":
+                return errors.CapacityBelowCommitted(slot_id, int(reply[1]))
+            case "user_limit":
+                return errors.UserHoldLimit(
+                    slot_id, int(reply[1]), self.settings.max_held_per_user_slot
+                )
+            case "idempotency_mismatch":
+                return errors.IdempotencyMismatch(slot_id, int(reply[1]))
+            case "replay_archived":
+                return errors.HoldArchived(_text(reply[1]))
+        raise RuntimeError(f"unexpected script reply {tag!r}")
+
+
+def _slot_from_fields(slot_id: int, values: Sequence[Any]) -> Slot:
+    """Build a Slot from [cap, rem, held, conf, state, meta] as stored."""
+    cap, rem, held, conf, state, meta = values
+    attrs = orjson.loads(meta) if meta else {}
+    return Slot(
+        slot_id=slot_id,
+        capacity=int(cap),
+        remaining=int(rem),
+        held=int(held),
+        confirmed=int(conf),
+        state=_text(state),  # type: ignore[arg-type]
+        label=attrs.get("label"),
+        starts_at=attrs.get("starts_at"),
+        ends_at=attrs.get("ends_at"),
+    )
+
+
+def _slots_from_hash(raw: dict[Any, Any]) -> list[Slot]:
+    fields: dict[int, dict[str, Any]] = {}
+    for key, value in raw.items():
+        slot, _, name = _text(key).partition(":")
+        fields.setdefault(int(slot), {})[name] = value
+    return [
+        _slot_from_fields(slot_id, [f[name] for name in _SLOT_FIELDS])
+        for slot_id, f in fields.items()
+    ]
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

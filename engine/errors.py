@@ -1,0 +1,118 @@
+"""Engine errors: a small tree, each carrying what a caller needs to answer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Hold
+
+__all__ = [
+    "BackendUnavailable",
+    "CapacityBelowCommitted",
+    "CapacityExhausted",
+    "EngineError",
+    "HoldArchived",
+    "HoldCancelled",
+    "HoldExpired",
+    "HoldNotFound",
+    "IdempotencyMismatch",
+    "SlotClosed",
+    "SlotExists",
+    "SlotNotFound",
+    "StateUnavailable",
+    "UserHoldLimit",
+]
+
+
+class EngineError(Exception):
+    """Base of every refusal the engine reports."""
+
+
+class BackendUnavailable(EngineError):
+    """Redis could not be reached in time; nothing is known to have changed."""
+
+
+class StateUnavailable(EngineError):
+    """The partition lost its state (no epoch marker): fail closed until rebuilt."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(f"partition {partition} has no state; it must be rebuilt")
+        self.partition = partition
+
+
+class SlotNotFound(EngineError):
+    def __init__(self, slot_id: int) -> None:
+        super().__init__(f"slot {slot_id} does not exist")
+        self.slot_id = slot_id
+
+
+class SlotExists(EngineError):
+    def __init__(self, slot_id: int) -> None:
+        super().__init__(f"slot {slot_id} already exists")
+        self.slot_id = slot_id
+
+
+class SlotClosed(EngineError):
+    def __init__(self, slot_id: int) -> None:
+        super().__init__(f"slot {slot_id} is closed")
+        self.slot_id = slot_id
+
+
+class CapacityExhausted(EngineError):
+    def __init__(self, slot_id: int, remaining: int) -> None:
+        super().__init__(f"slot {slot_id} has only {remaining} remaining")
+        self.slot_id = slot_id
+        self.remaining = remaining
+
+
+class CapacityBelowCommitted(EngineError):
+    """Capacity may not drop below what is already held + confirmed."""
+
+    def __init__(self, slot_id: int, committed: int) -> None:
+        super().__init__(f"slot {slot_id} has {committed} held or confirmed")
+        self.slot_id = slot_id
+        self.committed = committed
+
+
+class UserHoldLimit(EngineError):
+    def __init__(self, slot_id: int, held: int, limit: int) -> None:
+        super().__init__(f"user already holds {held} of at most {limit} on slot {slot_id}")
+        self.slot_id = slot_id
+        self.held = held
+        self.limit = limit
+
+
+class IdempotencyMismatch(EngineError):
+    """The key was first used with another quantity."""
+
+    def __init__(self, slot_id: int, quantity: int) -> None:
+        super().__init__(f"key was first used for quantity {quantity}")
+        self.slot_id = slot_id
+        self.quantity = quantity
+
+
+class HoldArchived(EngineError):
+    """A replayed key names a hold Redis no longer keeps; the durable record has it."""
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"hold {hold_id} is only in the durable record")
+        self.hold_id = hold_id
+
+
+class HoldNotFound(EngineError):
+    def __init__(self, hold_id: str) -> None:
+        super().__init__("hold not found")
+        self.hold_id = hold_id
+
+
+class HoldExpired(EngineError):
+    def __init__(self, hold: Hold) -> None:
+        super().__init__(f"hold {hold.hold_id} expired")
+        self.hold = hold
+
+
+class HoldCancelled(EngineError):
+    def __init__(self, hold: Hold) -> None:
+        super().__init__(f"hold {hold.hold_id} was cancelled")
+        self.hold = hold

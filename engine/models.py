@@ -1,0 +1,104 @@
+"""Typed results of the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+__all__ = ["Hold", "HoldStatus", "Outcome", "Slot", "SlotState"]
+
+HoldStatus = Literal["held", "confirmed", "cancelled", "expired"]
+SlotState = Literal["open", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    hold_id: str
+    slot_id: int
+    user_id: str
+    quantity: int
+    status: HoldStatus
+    created_at_ms: int
+    expires_at_ms: int
+    version: int
+    idempotency_key: str = ""
+    confirmed_at_ms: int | None = None
+    cancelled_at_ms: int | None = None
+    expired_at_ms: int | None = None
+
+    @classmethod
+    def from_stored(cls, raw: bytes | str) -> Hold:
+        """Decode the compact JSON the scripts store and emit (lua/lib.lua)."""
+        d = orjson.loads(raw)
+        return cls(
+            hold_id=d["i"],
+            slot_id=int(d["s"]),
+            user_id=d["u"],
+            quantity=int(d["q"]),
+            status=d["st"],
+            created_at_ms=int(d["c"]),
+            expires_at_ms=int(d["e"]),
+            version=int(d["v"]),
+            idempotency_key=d.get("k", ""),
+            confirmed_at_ms=_opt_int(d.get("cf")),
+            cancelled_at_ms=_opt_int(d.get("ca")),
+            expired_at_ms=_opt_int(d.get("xa")),
+        )
+
+    def to_stored(self) -> dict[str, Any]:
+        """The stored form, as load_partition.lua expects it."""
+        d: dict[str, Any] = {
+            "i": self.hold_id,
+            "s": str(self.slot_id),
+            "u": self.user_id,
+            "q": self.quantity,
+            "st": self.status,
+            "c": self.created_at_ms,
+            "e": self.expires_at_ms,
+            "v": self.version,
+            "k": self.idempotency_key,
+        }
+        for name, value in (
+            ("cf", self.confirmed_at_ms),
+            ("ca", self.cancelled_at_ms),
+            ("xa", self.expired_at_ms),
+        ):
+            if value is not None:
+                d[name] = value
+        return d
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    slot_id: int
+    capacity: int
+    remaining: int
+    held: int
+    confirmed: int
+    state: SlotState = "open"
+    label: str | None = None
+    starts_at: str | None = None
+    ends_at: str | None = None
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """label / starts_at / ends_at, only those set."""
+        attrs = {"label": self.label, "starts_at": self.starts_at, "ends_at": self.ends_at}
+        return {k: v for k, v in attrs.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A command's answer: the hold as it is now, and whether this call changed it.
+
+    ``changed`` is False for a replayed hold, a second confirm or a second cancel.
+    """
+
+    hold: Hold
+    changed: bool

@@ -1,0 +1,45 @@
+"""Loads the Lua scripts once, from package data, so a wheel install finds them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from redis.commands.core import AsyncScript
+
+__all__ = ["OPERATIONS", "Scripts", "script_source"]
+
+OPERATIONS = ("hold", "confirm", "cancel", "expire", "upsert_slot", "load_partition")
+
+
+def script_source(name: str) -> str:
+    """lib.lua followed by the operation: what Redis actually runs."""
+    folder = resources.files("lua")
+    lib = folder.joinpath("lib.lua").read_text(encoding="utf-8")
+    body = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    return lib + "\n" + body
+
+
+class Scripts:
+    """One AsyncScript per operation; EVALSHA, reloaded by redis-py on NOSCRIPT."""
+
+    def __init__(self, client: Any) -> None:
+        self._by_name = {
+            name: AsyncScript(client, script_source(name).encode()) for name in OPERATIONS
+        }
+        self.hold = self._by_name["hold"]
+        self.confirm = self._by_name["confirm"]
+        self.cancel = self._by_name["cancel"]
+        self.expire = self._by_name["expire"]
+        self.upsert_slot = self._by_name["upsert_slot"]
+        self.load_partition = self._by_name["load_partition"]
+
+    async def load_all(self, client: Any) -> None:
+        """SCRIPT LOAD every script up front (readiness); a restart reloads lazily."""
+        for script in self._by_name.values():
+            await client.script_load(script.script)
+
+    async def all_loaded(self, client: Any) -> bool:
+        shas = [s.sha for s in self._by_name.values()]
+        found = await client.script_exists(*shas)
+        return all(found)

@@ -1,0 +1,42 @@
+"""The engine's knobs. Built once by the caller (from the environment, in api/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["EngineSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    # slot -> partition is slot_id mod partitions: changing it moves every slot,
+    # so it is fixed for the life of a deployment's data.
+    partitions: int = 16
+    # Prepended to every key, so several deployments (and tests) share one Redis.
+    key_prefix: str = "sk:"
+    hold_ttl_s: int = 300
+    idempotency_ttl_s: int = 86_400
+    max_quantity: int = 100
+    max_held_per_user_slot: int = 10
+    # Due holds expired (and finished holds forgotten) by each command, at most.
+    housekeeping_batch: int = 16
+    # Cancelled and expired holds stay readable in Redis this long; their history
+    # lives in PostgreSQL. Bounds Redis memory by live holds, not all holds ever.
+    finished_retention_s: int = 86_400
+
+    def __post_init__(self) -> None:
+        positive = {
+            "partitions": self.partitions,
+            "hold_ttl_s": self.hold_ttl_s,
+            "idempotency_ttl_s": self.idempotency_ttl_s,
+            "max_quantity": self.max_quantity,
+            "max_held_per_user_slot": self.max_held_per_user_slot,
+            "housekeeping_batch": self.housekeeping_batch,
+            "finished_retention_s": self.finished_retention_s,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if any(c in self.key_prefix for c in "{}"):
+            # A brace in the prefix would become the cluster hash tag.
+            raise ValueError(f"key_prefix must not contain braces: {self.key_prefix!r}")

@@ -1,0 +1,34 @@
+-- cancel.lua — cancel a hold or a booking and give its quantity back at once.
+--
+-- KEYS[1..7] partition keys, as in lib.lua
+-- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
+-- ARGV[4]    hold id
+-- ARGV[5]    user id that must own the hold; '' lets any caller (operators)
+-- Returns    {'cancelled', hold}
+--            | {'unchanged', hold} (already cancelled, or expired: nothing to release)
+-- Refusals   {'state_unavailable'} | {'not_found'} (unknown or not the caller's)
+-- Emits      one hold event (status 'cancelled'), or one 'expired' event when
+--            the hold's time had come and nobody had expired it yet
+-- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
+
+local now = guard()
+if not now then
+    return {'state_unavailable'}
+end
+
+local hold = load_hold(ARGV[4])
+if not hold or (ARGV[5] ~= '' and hold.u ~= ARGV[5]) then
+    return {'not_found'}
+end
+settle(hold, now)
+
+if hold.st == 'held' then
+    release_held(hold)
+elseif hold.st == 'confirmed' then
+    redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'conf'), -hold.q)
+else
+    return {'unchanged', cjson.encode(hold)}
+end
+give_back(hold)
+mark_finished(hold, now)
+return {'cancelled', transition(hold, 'cancelled', 'ca', now)}

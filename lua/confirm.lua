@@ -1,0 +1,35 @@
+-- confirm.lua — turn a held hold into a booking.
+--
+-- KEYS[1..7] partition keys, as in lib.lua
+-- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
+-- ARGV[4]    hold id
+-- ARGV[5]    user id that must own the hold; '' lets any caller (operators)
+-- Returns    {'confirmed', hold} | {'unchanged', hold} (was already confirmed)
+-- Refusals   {'state_unavailable'} | {'not_found'} (unknown or not the caller's)
+--            | {'expired', hold} | {'cancelled', hold}
+-- Emits      one hold event (status 'confirmed'), or one 'expired' event when
+--            the hold's time had come and nobody had expired it yet
+-- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
+--
+-- Capacity was reserved when the hold was made, so a live hold always confirms.
+
+local now = guard()
+if not now then
+    return {'state_unavailable'}
+end
+
+local hold = load_hold(ARGV[4])
+if not hold or (ARGV[5] ~= '' and hold.u ~= ARGV[5]) then
+    return {'not_found'}
+end
+settle(hold, now)
+
+if hold.st == 'confirmed' then
+    return {'unchanged', cjson.encode(hold)}
+elseif hold.st ~= 'held' then
+    return {hold.st, cjson.encode(hold)}
+end
+
+release_held(hold)
+redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'conf'), hold.q)
+return {'confirmed', transition(hold, 'confirmed', 'cf', now)}

@@ -1,0 +1,15 @@
+-- expire.lua — the background sweep of one partition.
+--
+-- KEYS[1..7] partition keys, as in lib.lua
+-- ARGV[1..3] clock, batch, retention (lib.lua): expires at most ARGV[2] due holds
+-- Returns    {'swept', expired count, due holds still waiting}
+-- Refusals   {'state_unavailable'}
+-- Emits      one 'expired' hold event per expired hold
+-- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
+
+if not has_epoch() then
+    return {'state_unavailable'}
+end
+local now = clock_ms()
+local expired = housekeep(now)
+return {'swept', expired, redis.call('ZCOUNT', KEYS[K_EXPIRY], '-inf', now)}

@@ -1,0 +1,69 @@
+-- hold.lua — reserve quantity on a slot for one user, once per idempotency key.
+--
+-- KEYS[1..7] partition keys, as in lib.lua
+-- KEYS[8]    idempotency record   {p<N>}:idem:<slot>:<user>:<key>  string "<quantity>|<hold id>"
+-- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
+-- ARGV[4]    slot id
+-- ARGV[5]    user id
+-- ARGV[6]    quantity (>= 1)
+-- ARGV[7]    hold id to use if a new hold is made (encodes the slot)
+-- ARGV[8]    hold lifetime, ms
+-- ARGV[9]    idempotency memory, ms
+-- ARGV[10]   most units one user may have held on one slot
+-- ARGV[11]   the idempotency key as sent, recorded on the hold
+-- Returns    {'created', hold}  |  {'replayed', hold}  (the hold as JSON, current state)
+-- Refusals   {'state_unavailable'} | {'not_found'} | {'closed'} | {'capacity', remaining}
+--            | {'user_limit', held} | {'idempotency_mismatch', quantity}
+--            | {'replay_archived', hold id, quantity} (hold forgotten after retention)
+--            A refusal changes nothing but housekeeping and never binds the key.
+-- Emits      one hold event (status 'held') on KEYS[7] when a hold is made
+-- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
+
+local now = guard()
+if not now then
+    return {'state_unavailable'}
+end
+
+local slot_id, user_id, quantity = ARGV[4], ARGV[5], tonumber(ARGV[6])
+
+local remembered = redis.call('GET', KEYS[8])
+if remembered then
+    local sep = string.find(remembered, '|', 1, true)
+    local first_quantity = tonumber(string.sub(remembered, 1, sep - 1))
+    local hold_id = string.sub(remembered, sep + 1)
+    if first_quantity ~= quantity then
+        return {'idempotency_mismatch', first_quantity}
+    end
+    local raw = redis.call('HGET', KEYS[K_HOLDS], hold_id)
+    if not raw then
+        return {'replay_archived', hold_id, first_quantity}
+    end
+    return {'replayed', raw}
+end
+
+local fields = redis.call('HMGET', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), slot_field(slot_id, 'state'))
+local remaining = tonumber(fields[1])
+if not remaining then
+    return {'not_found'}
+end
+if fields[2] ~= 'open' then
+    return {'closed'}
+end
+if remaining < quantity then
+    return {'capacity', remaining}
+end
+local held_by_user = tonumber(redis.call('HGET', KEYS[K_USER_HELD], slot_id .. ':' .. user_id) or '0')
+if held_by_user + quantity > tonumber(ARGV[10]) then
+    return {'user_limit', held_by_user}
+end
+
+local hold = {
+    i = ARGV[7], s = slot_id, u = user_id, q = quantity, st = 'held',
+    c = now, e = now + tonumber(ARGV[8]), v = 1, k = ARGV[11],
+}
+redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), -quantity)
+redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(slot_id, 'held'), quantity)
+add_user_held(hold, quantity)
+redis.call('ZADD', KEYS[K_EXPIRY], hold.e, hold.i)
+redis.call('SET', KEYS[8], quantity .. '|' .. hold.i, 'PX', ARGV[9])
+return {'created', save_hold(hold)}

@@ -1,0 +1,74 @@
+-- load_partition.lua — rebuild one partition from a snapshot (restore, first start).
+--
+-- Runs in phases so a large partition loads in bounded calls; commands are
+-- refused (no epoch marker) from 'begin' until 'commit'.
+--
+-- KEYS[1..7] partition keys, as in lib.lua
+-- KEYS[8..]  phase 'holds' only: the idempotency record of each hold, in order
+--            ('' entries are not allowed: pass a key for every hold)
+-- ARGV[1]    phase: 'begin' | 'slots' | 'holds' | 'commit'
+-- ARGV[2]    'slots': JSON array of {id, cap, state, meta}
+--            'holds': JSON array of holds in the stored form (lib.lua)
+--            'commit': the epoch marker's value
+-- ARGV[3]    clock ms ('' = redis TIME), 'holds' only
+-- ARGV[4]    idempotency memory ms, 'holds' only
+-- Returns    {'ok', count}
+-- Emits      nothing: a snapshot comes from the durable record, which has the events
+--
+-- Slot counters are never copied from the snapshot: they are recomputed from the
+-- holds loaded, so the invariant capacity = remaining + held + confirmed holds.
+
+local phase = ARGV[1]
+
+if phase == 'begin' then
+    redis.call('DEL', KEYS[K_EPOCH], KEYS[K_SLOTS], KEYS[K_HOLDS], KEYS[K_EXPIRY],
+        KEYS[K_USER_HELD], KEYS[K_FINISHED])
+    return {'ok', 0}
+end
+
+if phase == 'slots' then
+    local slots = cjson.decode(ARGV[2])
+    for _, slot in ipairs(slots) do
+        local id = tostring(slot.id)
+        redis.call('HSET', KEYS[K_SLOTS],
+            id .. ':cap', slot.cap, id .. ':rem', slot.cap, id .. ':held', 0, id .. ':conf', 0,
+            id .. ':state', slot.state, id .. ':meta', slot.meta)
+    end
+    return {'ok', #slots}
+end
+
+if phase == 'holds' then
+    local holds = cjson.decode(ARGV[2])
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if ARGV[3] ~= '' then
+        now = tonumber(ARGV[3])
+    end
+    local idempotency_ms = tonumber(ARGV[4])
+    for n, hold in ipairs(holds) do
+        redis.call('HSET', KEYS[K_HOLDS], hold.i, cjson.encode(hold))
+        if hold.st == 'held' then
+            redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':rem', -hold.q)
+            redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':held', hold.q)
+            redis.call('HINCRBY', KEYS[K_USER_HELD], hold.s .. ':' .. hold.u, hold.q)
+            redis.call('ZADD', KEYS[K_EXPIRY], hold.e, hold.i)
+        elseif hold.st == 'confirmed' then
+            redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':rem', -hold.q)
+            redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':conf', hold.q)
+        else
+            redis.call('ZADD', KEYS[K_FINISHED], hold.ca or hold.xa or now, hold.i)
+        end
+        local ttl = hold.c + idempotency_ms - now
+        if hold.k and hold.k ~= '' and ttl > 0 then
+            redis.call('SET', KEYS[7 + n], hold.q .. '|' .. hold.i, 'PX', ttl)
+        end
+    end
+    return {'ok', #holds}
+end
+
+if phase == 'commit' then
+    redis.call('SET', KEYS[K_EPOCH], ARGV[2])
+    return {'ok', 1}
+end
+
+return redis.error_reply('load_partition: unknown phase ' .. tostring(phase))
