@@ -1,0 +1,1 @@
+"""slotkeeper sync: drain events to PostgreSQL, sweep expiry, reconcile, restore."""

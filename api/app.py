@@ -1,0 +1,109 @@
+"""The Starlette application: routes, error mapping, lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from asyncpg import InterfaceError, PostgresConnectionError, TooManyConnectionsError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+import engine
+
+from . import auth_routes, hold_routes, ops_routes, slot_routes
+from .context import AppContext
+from .metrics import Metrics
+from .middleware import RequestMiddleware
+from .problems import Problem, problem_response
+from .settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("slotkeeper.api")
+
+_HTTP_SLUGS = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    slug = _HTTP_SLUGS.get(exc.status_code, "bad-request")
+    detail = "no such route" if exc.status_code == 404 else str(exc.detail)
+    problem = Problem(slug, detail, headers=dict(exc.headers or {}))
+    problem.status = exc.status_code
+    return problem.response()
+
+
+async def _database_down(request: Request, exc: Exception) -> Response:
+    log.warning("postgres unavailable: %s", type(exc).__name__)
+    return Problem(
+        "backend-unavailable",
+        "the database is unavailable; retry shortly",
+        headers={"Retry-After": "1"},
+    ).response()
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Logged with its traceback here; the client learns nothing about internals.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return Problem("internal-error", "something went wrong on our side").response()
+
+
+def create_app(settings: Settings | None = None, *, context: AppContext | None = None) -> Starlette:
+    """The app; ``context`` lets tests inject one, otherwise lifespan builds it."""
+    settings = settings or Settings.from_env()
+    metrics = context.metrics if context else Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ctx = context or await AppContext.build(settings)
+        ctx.metrics = metrics
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            if context is None:
+                await ctx.close()
+
+    handlers: dict[Any, Any] = {
+        Problem: problem_response,
+        engine.EngineError: problem_response,
+        HTTPException: _http_error,
+        PostgresConnectionError: _database_down,
+        InterfaceError: _database_down,
+        TooManyConnectionsError: _database_down,
+        ConnectionError: _database_down,
+        OSError: _database_down,
+        Exception: _unexpected,
+    }
+    app = Starlette(
+        routes=[
+            *auth_routes.routes,
+            *slot_routes.routes,
+            *hold_routes.routes,
+            *ops_routes.routes,
+        ],
+        middleware=[
+            Middleware(
+                RequestMiddleware,
+                timeout_s=settings.backend_timeout_s,
+                metrics=metrics,
+                access_log=settings.access_log,
+            )
+        ],
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    if context is not None:
+        app.state.ctx = context  # usable without running the lifespan (in-process tests)
+    return app

@@ -1,0 +1,124 @@
+"""JWT access tokens: issue, verify, refresh within a window, revoke what was refreshed."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from starlette.requests import Request
+
+from .problems import Problem
+
+__all__ = ["Principal", "TokenService"]
+
+_LEEWAY_S = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: int
+    role: str
+    jti: str
+    expires_at: int
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(
+        "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="slotkeeper"'}
+    )
+
+
+class TokenService:
+    def __init__(
+        self,
+        *,
+        secret: str,
+        algorithm: str,
+        ttl_s: int,
+        refresh_window_s: int,
+        redis: Any,
+        key_prefix: str,
+    ) -> None:
+        self._secret = secret
+        self._algorithms = [algorithm]
+        self._algorithm = algorithm
+        self.ttl_s = ttl_s
+        self.refresh_window_s = refresh_window_s
+        self._redis = redis
+        self._revoked_prefix = f"{key_prefix}auth:revoked:"
+
+    def issue(self, user_id: int, role: str) -> dict[str, Any]:
+        now = int(time.time())
+        claims = {
+            "sub": str(user_id),
+            "role": role,
+            "iat": now,
+            "exp": now + self.ttl_s,
+            "jti": uuid.uuid4().hex,
+        }
+        token = jwt.encode(claims, self._secret, algorithm=self._algorithm)
+        return {"access_token": token, "token_type": "Bearer", "expires_in": self.ttl_s}
+
+    def _decode(self, token: str, *, verify_exp: bool) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=self._algorithms,
+                options={"require": ["sub", "exp", "jti"], "verify_exp": verify_exp},
+                leeway=_LEEWAY_S,
+            )
+            return Principal(
+                user_id=int(claims["sub"]),
+                role=str(claims.get("role", "user")),
+                jti=str(claims["jti"]),
+                expires_at=int(claims["exp"]),
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("the access token has expired; refresh it") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            raise _unauthorized("the access token is invalid") from None
+
+    @staticmethod
+    def bearer(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("send Authorization: Bearer <access token>")
+        return token.strip()
+
+    async def authenticate(self, request: Request) -> Principal:
+        principal = self._decode(self.bearer(request), verify_exp=True)
+        if await self._redis.exists(self._revoked_prefix + principal.jti):
+            raise _unauthorized("the access token was refreshed and is no longer valid")
+        request.state.user_id = principal.user_id
+        return principal
+
+    async def refresh(self, request: Request) -> dict[str, Any]:
+        """A new token for a valid one, or one expired less than the window ago.
+
+        The old token's jti is denied until it could no longer be refreshed; the
+        SET NX makes a token refreshable exactly once, even under a race.
+        """
+        principal = self._decode(self.bearer(request), verify_exp=False)
+        now = int(time.time())
+        refreshable_until = principal.expires_at + self.refresh_window_s
+        if now > refreshable_until:
+            raise _unauthorized("the access token expired too long ago; log in again")
+        first = await self._redis.set(
+            self._revoked_prefix + principal.jti,
+            "1",
+            nx=True,
+            ex=max(1, refreshable_until - now + _LEEWAY_S),
+        )
+        if not first:
+            raise _unauthorized("the access token was already refreshed")
+        request.state.user_id = principal.user_id
+        return self.issue(principal.user_id, principal.role)

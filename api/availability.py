@@ -1,0 +1,143 @@
+"""Availability served from ready-made bytes, kept warm by one background task.
+
+- Staleness is bounded: a copy older than ``max_age_s`` is never served.
+- One rebuild at a time per process; a cold or invalidated copy is filled by
+  one rebuild that every waiting request shares (no stampede).
+- The warmer refreshes at half the bound while requests keep coming, so under
+  steady traffic no request waits; with no readers it stays idle.
+- ``invalidate()`` (called after every change this node makes) makes the copy
+  stale at once, so a client reads its own writes on the node it wrote to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from engine import Slot
+
+from .http import slot_body
+
+__all__ = ["AvailabilityCache", "Snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    slots: Sequence[Slot]
+    ids: Sequence[int]
+    fragments: Sequence[bytes]  # each slot pre-encoded
+    full_body: bytes  # every slot, the most common answer
+    full_etag: str
+    built_at: float
+    generation: int
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+class AvailabilityCache:
+    def __init__(self, load: Callable[[], Awaitable[list[Slot]]], max_age_s: float) -> None:
+        self._load = load
+        self.max_age_s = max_age_s
+        self._snapshot: Snapshot | None = None
+        self._generation = 0
+        self._inflight: asyncio.Future[Snapshot] | None = None
+        self._wanted = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.rebuilds = 0
+
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._wanted.set()
+
+    async def get(self) -> Snapshot:
+        snap = self._snapshot
+        self._wanted.set()
+        if (
+            snap is not None
+            and snap.generation == self._generation
+            and time.monotonic() - snap.built_at <= self.max_age_s
+        ):
+            return snap
+        target = self._generation
+        while True:
+            # A rebuild already under way may have read before the change that
+            # invalidated us; wait for one that started after it.
+            snap = await self._rebuild()
+            if snap.generation >= target:
+                return snap
+
+    def _rebuild(self) -> asyncio.Future[Snapshot]:
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._build())
+            self._inflight.add_done_callback(self._done)
+        return asyncio.shield(self._inflight)
+
+    def _done(self, fut: asyncio.Future[Snapshot]) -> None:
+        self._inflight = None
+        if not fut.cancelled():
+            fut.exception()  # mark retrieved; waiters see it themselves
+
+    async def _build(self) -> Snapshot:
+        generation = self._generation
+        started = time.monotonic()
+        slots = await self._load()
+        fragments = [orjson.dumps(slot_body(s)) for s in slots]
+        full = b"[" + b",".join(fragments) + b"]"
+        snap = Snapshot(
+            slots=slots,
+            ids=[s.slot_id for s in slots],
+            fragments=fragments,
+            full_body=full,
+            full_etag=etag_of(full),
+            built_at=started,
+            generation=generation,
+        )
+        self.rebuilds += 1
+        if self._snapshot is None or self._snapshot.generation <= generation:
+            self._snapshot = snap
+        return snap
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._warm())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _warm(self) -> None:
+        period = self.max_age_s / 2
+        while True:
+            await self._wanted.wait()  # idle until someone reads or a change happens
+            self._wanted.clear()
+            with contextlib.suppress(Exception):  # a failed warm-up is retried next round
+                await self._rebuild()
+            await asyncio.sleep(period)
+
+
+def page(
+    snap: Snapshot, after_id: int, limit: int, keep: Callable[[Slot], bool] | None
+) -> tuple[list[bytes], int | None]:
+    """Fragments of the slots after ``after_id`` that pass ``keep``; and the next cursor id."""
+    start = bisect.bisect_right(snap.ids, after_id)
+    out: list[bytes] = []
+    last = None
+    for index in range(start, len(snap.slots)):
+        slot = snap.slots[index]
+        if keep is not None and not keep(slot):
+            continue
+        if len(out) == limit:
+            return out, last
+        out.append(snap.fragments[index])
+        last = slot.slot_id
+    return out, None

@@ -1,0 +1,115 @@
+"""Everything a request needs, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from engine import Engine
+
+from .auth import TokenService
+from .availability import AvailabilityCache
+from .db import create_pool
+from .metrics import Metrics
+from .ratelimit import FixedWindow
+from .settings import Settings
+
+__all__ = ["AppContext", "connect_redis"]
+
+
+def connect_redis(url: str, settings: Settings) -> Any:
+    """A client that waits for a free connection instead of failing, and never hangs."""
+    timeout = settings.backend_timeout_s
+    if settings.redis_cluster:
+        return RedisCluster.from_url(
+            url,
+            max_connections=settings.redis_max_connections,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    redis: Any
+    read_redis: Any
+    pool: Any
+    engine: Engine
+    tokens: TokenService
+    cache: AvailabilityCache
+    metrics: Metrics
+    hold_rate: FixedWindow
+    login_by_account: FixedWindow
+    login_by_address: FixedWindow
+    _owned: list[Any] = field(default_factory=list)
+
+    @classmethod
+    async def build(cls, settings: Settings) -> AppContext:
+        settings.check_secret()
+        redis = connect_redis(settings.redis_url, settings)
+        read_redis = (
+            connect_redis(settings.redis_read_url, settings) if settings.redis_read_url else redis
+        )
+        pool = await create_pool(
+            settings.database_url,
+            size=settings.database_pool_size,
+            timeout_s=settings.backend_timeout_s,
+        )
+        engine = Engine(redis, settings.engine_settings(), read_redis=read_redis)
+        prefix = settings.key_prefix
+        ctx = cls(
+            settings=settings,
+            redis=redis,
+            read_redis=read_redis,
+            pool=pool,
+            engine=engine,
+            tokens=TokenService(
+                secret=settings.jwt_secret,
+                algorithm=settings.jwt_algorithm,
+                ttl_s=settings.access_token_ttl_s,
+                refresh_window_s=settings.refresh_window_s,
+                redis=redis,
+                key_prefix=prefix,
+            ),
+            cache=AvailabilityCache(engine.availability, settings.availability_cache_ms / 1000),
+            metrics=Metrics(),
+            hold_rate=FixedWindow(redis, prefix, "hold", settings.hold_rate_per_minute, 60),
+            login_by_account=FixedWindow(
+                redis,
+                prefix,
+                "login-account",
+                settings.login_max_failures_per_account,
+                settings.login_failure_window_s,
+            ),
+            login_by_address=FixedWindow(
+                redis,
+                prefix,
+                "login-address",
+                settings.login_max_failures_per_address,
+                settings.login_failure_window_s,
+            ),
+        )
+        ctx._owned = [c for c in {id(redis): redis, id(read_redis): read_redis}.values()]
+        with contextlib.suppress(Exception):  # Redis may be down at start; readyz says so
+            await engine.load_scripts()
+        ctx.cache.start()
+        return ctx
+
+    async def close(self) -> None:
+        await self.cache.stop()
+        await self.pool.close()
+        for client in self._owned:
+            await client.aclose()

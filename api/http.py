@@ -1,0 +1,118 @@
+"""Request parsing and response rendering shared by the routes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine import Hold, Slot
+
+from .problems import Problem
+
+__all__ = [
+    "MAX_ID",
+    "hold_body",
+    "iso_ms",
+    "json_response",
+    "parse_datetime",
+    "path_id",
+    "read_json",
+    "slot_body",
+]
+
+MAX_ID = 2**63 - 1  # PostgreSQL bigint
+_JSON = "application/json"
+
+
+def json_response(
+    body: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(body), status_code, headers, media_type=_JSON)
+
+
+def path_id(request: Request, name: str) -> int:
+    """A positive integer path parameter, or a 400 that says what was wrong."""
+    raw = request.path_params[name]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= MAX_ID:
+        raise Problem("bad-request", f"{name} must be a positive integer (at most {MAX_ID})")
+    return int(raw)
+
+
+async def read_json(request: Request, max_bytes: int, *, required: bool = True) -> Any:
+    """The body as JSON, with 413 / 415 / 422 for oversized, non-JSON or malformed bodies."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise Problem("payload-too-large", f"the body may be at most {max_bytes} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise Problem("payload-too-large", f"the body may be at most {max_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        if required:
+            raise Problem("validation-error", "a JSON object body is required")
+        return None
+    content_type = request.headers.get("content-type", _JSON).split(";")[0].strip().lower()
+    if content_type != _JSON and not content_type.endswith("+json"):
+        raise Problem("unsupported-media-type", "send the body as application/json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Problem("validation-error", "the body is not valid JSON") from None
+
+
+def parse_datetime(value: Any, name: str, *, slug: str = "validation-error") -> datetime:
+    """ISO-8601 with an offset; naive times are refused (whose clock would they be?)."""
+    if not isinstance(value, str):
+        raise Problem(slug, f"{name} must be an ISO-8601 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise Problem(slug, f"{name} is not an ISO-8601 date-time: {value[:64]!r}") from None
+    if parsed.tzinfo is None:
+        raise Problem(slug, f"{name} must include a UTC offset, e.g. 2026-12-01T09:00:00+01:00")
+    return parsed
+
+
+def iso_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def hold_body(hold: Hold) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "hold_id": hold.hold_id,
+        "slot_id": hold.slot_id,
+        "user_id": int(hold.user_id) if hold.user_id.isdigit() else hold.user_id,
+        "quantity": hold.quantity,
+        "status": hold.status,
+        "created_at": iso_ms(hold.created_at_ms),
+        "expires_at": iso_ms(hold.expires_at_ms),
+    }
+    for name, ms in (
+        ("confirmed_at", hold.confirmed_at_ms),
+        ("cancelled_at", hold.cancelled_at_ms),
+        ("expired_at", hold.expired_at_ms),
+    ):
+        if ms is not None:
+            body[name] = iso_ms(ms)
+    return body
+
+
+def slot_body(slot: Slot) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "slot_id": slot.slot_id,
+        "capacity": slot.capacity,
+        "remaining": slot.remaining,
+        "state": slot.state,
+    }
+    body.update(slot.attributes)
+    return body

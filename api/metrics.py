@@ -1,0 +1,43 @@
+"""Prometheus metrics, one registry per app (tests build many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "slotkeeper_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "slotkeeper_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.holds = Counter(
+            "slotkeeper_holds_total",
+            "Hold attempts by outcome (created, replayed, capacity, closed, ...).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.sync_lag = Gauge(
+            "slotkeeper_sync_lag_seconds",
+            "Age of the oldest event not yet written to PostgreSQL.",
+            registry=self.registry,
+        )
+        self.expired = Counter(
+            "slotkeeper_holds_expired_total",
+            "Holds expired by the background sweep of this process.",
+            registry=self.registry,
+        )

@@ -1,0 +1,96 @@
+"""One pure-ASGI layer around every request: request id, timeout, metrics, access log.
+
+Pure ASGI (not BaseHTTPMiddleware) keeps it to a few attribute reads per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .problems import Problem
+
+__all__ = ["RequestMiddleware"]
+
+log = logging.getLogger("slotkeeper.access")
+_MAX_REQUEST_ID = 128
+
+
+def _request_id(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if 0 < len(value) <= _MAX_REQUEST_ID and all(33 <= c <= 126 for c in value):
+                return bytes(value)
+            break
+    return uuid.uuid4().hex.encode()
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, *, timeout_s: float, metrics: Any, access_log: bool) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            # A backend that stops answering must not hold the client: whatever is
+            # still running when the budget is spent is cancelled and answered 503.
+            async with asyncio.timeout(self.timeout_s):
+                await self.app(scope, receive, send_with_id)
+        except TimeoutError:
+            if response_started:
+                raise
+            problem = Problem(
+                "backend-unavailable",
+                "a backing service did not answer in time; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+            await problem.response()(scope, receive, send_with_id)
+        finally:
+            self._observe(scope, status, time.perf_counter() - started, request_id)
+
+    def _observe(self, scope: Scope, status: int, elapsed_s: float, request_id: bytes) -> None:
+        route = scope.get("route")
+        template = route.path if route is not None else "unmatched"
+        method = scope["method"]
+        self.metrics.requests.labels(template, method, str(status)).inc()
+        self.metrics.latency.labels(template, method).observe(elapsed_s)
+        if self.access_log and log.isEnabledFor(logging.INFO):
+            state = scope.get("state") or {}
+            log.info(
+                orjson.dumps(
+                    {
+                        "event": "request",
+                        "request_id": request_id.decode(),
+                        "method": method,
+                        "route": template,
+                        "path": scope["path"],
+                        "status": status,
+                        "latency_ms": round(elapsed_s * 1000, 3),
+                        "user_id": state.get("user_id"),
+                    }
+                ).decode()
+            )

@@ -1,0 +1,68 @@
+"""Demo data: the original service's demo user and a handful of slots."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import engine
+from sync.restore import ensure_partitions
+
+from .context import connect_redis
+from .db import create_pool
+from .settings import Settings
+from .users import UserExists, create_user
+
+__all__ = ["DEMO_EMAIL", "DEMO_PASSWORD", "seed_demo"]
+
+DEMO_EMAIL = "example@mail.ru"
+DEMO_PASSWORD = "passw0rd!"
+DEMO_ADMIN = ("admin@example.com", "admin-passw0rd!")
+_DEMO_SLOTS = 5
+
+
+async def seed_demo(settings: Settings) -> list[str]:
+    """Create what is missing; leave what exists alone."""
+    report = []
+    pool = await create_pool(settings.database_url, size=2, timeout_s=10)
+    redis = connect_redis(settings.redis_url, settings)
+    try:
+        for email, password, role in (
+            (DEMO_EMAIL, DEMO_PASSWORD, "user"),
+            (*DEMO_ADMIN, "admin"),
+        ):
+            try:
+                await create_user(pool, email, password, role=role)
+                report.append(f"user {email} / {password} ({role})")
+            except UserExists:
+                report.append(f"user {email} exists")
+        eng = engine.Engine(redis, settings.engine_settings())
+        await ensure_partitions(eng, redis, pool)
+        day = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0)
+        for n in range(1, _DEMO_SLOTS + 1):
+            starts = day + timedelta(days=1, hours=n)
+            async with pool.acquire() as conn, conn.transaction():
+                inserted = await conn.fetchval(
+                    "INSERT INTO slots (slot_id, capacity, label, starts_at, ends_at)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING slot_id",
+                    n,
+                    10,
+                    f"Gate A, window {n}",
+                    starts,
+                    starts + timedelta(hours=1),
+                )
+                if inserted is None:
+                    continue
+                await eng.create_slot(
+                    n,
+                    10,
+                    attributes={
+                        "label": f"Gate A, window {n}",
+                        "starts_at": starts.isoformat(),
+                        "ends_at": (starts + timedelta(hours=1)).isoformat(),
+                    },
+                )
+                report.append(f"slot {n} (capacity 10)")
+    finally:
+        await redis.aclose()
+        await pool.close()
+    return report

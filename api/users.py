@@ -1,0 +1,59 @@
+"""Users in PostgreSQL, with argon2id password hashes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+__all__ = ["User", "UserExists", "create_user", "find_user", "hasher", "verify_password"]
+
+hasher = PasswordHasher()  # argon2id with the library's recommended parameters
+# Verified against when the email is unknown, so both failures cost the same.
+_DUMMY_HASH = hasher.hash("slotkeeper-no-such-user")
+
+
+class UserExists(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: int
+    email: str
+    role: str
+    password_hash: str
+
+
+async def create_user(pool: Any, email: str, password: str, *, role: str = "user") -> User:
+    password_hash = hasher.hash(password)
+    row = await pool.fetchrow(
+        "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING RETURNING user_id",
+        email,
+        password_hash,
+        role,
+    )
+    if row is None:
+        raise UserExists(email)
+    return User(row["user_id"], email, role, password_hash)
+
+
+async def find_user(pool: Any, email: str) -> User | None:
+    row = await pool.fetchrow(
+        "SELECT user_id, email, role, password_hash FROM users WHERE lower(email) = lower($1)",
+        email,
+    )
+    return None if row is None else User(**dict(row))
+
+
+def verify_password(user: User | None, password: str) -> bool:
+    """Constant-ish time: an unknown user still pays for one argon2 verification."""
+    try:
+        return hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and (
+            user is not None
+        )
+    except (VerificationError, InvalidHashError):
+        return False

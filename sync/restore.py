@@ -1,0 +1,91 @@
+"""Rebuild lost Redis partitions from PostgreSQL (fail closed until done)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from engine import Engine, Hold, Slot
+
+from .records import HOLD_COLUMNS, hold_from_row
+
+__all__ = ["ensure_partitions", "restore_partition", "snapshot"]
+
+_RESTORE_LOCK_S = 60
+
+
+async def snapshot(
+    pool: Any, partitions: int, partition: int, idempotency_ttl_s: int
+) -> tuple[list[Slot], list[Hold]]:
+    """A partition's slots and the holds Redis must know: live ones, and finished
+    ones still inside the idempotency memory (so a retried key replays)."""
+    slot_rows = await pool.fetch(
+        "SELECT slot_id, capacity, state, label, starts_at, ends_at FROM slots"
+        " WHERE slot_id % $1 = $2 ORDER BY slot_id",
+        partitions,
+        partition,
+    )
+    slots = [
+        Slot(
+            slot_id=r["slot_id"],
+            capacity=r["capacity"],
+            remaining=r["capacity"],
+            held=0,
+            confirmed=0,
+            state=r["state"],
+            label=r["label"],
+            starts_at=r["starts_at"].isoformat() if r["starts_at"] else None,
+            ends_at=r["ends_at"].isoformat() if r["ends_at"] else None,
+        )
+        for r in slot_rows
+    ]
+    hold_rows = await pool.fetch(
+        f"SELECT {HOLD_COLUMNS} FROM holds"
+        " WHERE slot_id % $1 = $2 AND (status IN ('held', 'confirmed')"
+        " OR created_at > now() - make_interval(secs => $3))",
+        partitions,
+        partition,
+        float(idempotency_ttl_s),
+    )
+    return slots, [hold_from_row(r) for r in hold_rows]
+
+
+async def restore_partition(engine: Engine, pool: Any, partition: int) -> int:
+    """Load one partition from PostgreSQL; returns the number of holds loaded."""
+    settings = engine.settings
+    slots, holds = await snapshot(pool, settings.partitions, partition, settings.idempotency_ttl_s)
+    epoch = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
+    await engine.load_partition(partition, slots, holds, epoch=epoch)
+    return len(holds)
+
+
+async def ensure_partitions(
+    engine: Engine,
+    redis: Any,
+    pool: Any,
+    *,
+    on_restored: Callable[[int, int], None] | None = None,
+) -> list[int]:
+    """Rebuild every partition that has lost its state, one process at a time each."""
+    restored = []
+    for partition in await engine.unavailable_partitions():
+        lock = redis.lock(
+            f"{engine.settings.key_prefix}lock:restore:{partition}",
+            timeout=_RESTORE_LOCK_S,
+            blocking=False,
+        )
+        if not await lock.acquire():
+            continue  # another process is rebuilding it
+        try:
+            # Checked again under the lock: someone may have just finished.
+            if partition not in await engine.unavailable_partitions():
+                continue
+            count = await restore_partition(engine, pool, partition)
+            restored.append(partition)
+            if on_restored is not None:
+                on_restored(partition, count)
+        finally:
+            await lock.release()
+    return restored
