@@ -15,8 +15,8 @@ import pytest
 
 from api.app import create_app
 from api.context import AppContext
-from api.settings import Settings
 from api.db import migrate
+from api.settings import Settings
 from api.users import create_user
 from sync.restore import ensure_partitions
 
