@@ -56,6 +56,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default SLOTKEEPER_PORT, 8000).")] = None,
     host: Annotated[str | None, typer.Option(help="Interface (default SLOTKEEPER_HOST).")] = None,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    with_worker: Annotated[
+        bool, typer.Option("--with-worker", help="Run the sync worker in each API process.")
+    ] = False,
 ) -> None:
     """Run the HTTP API under uvicorn (uvloop, httptools)."""
     import uvicorn
@@ -69,6 +72,8 @@ def serve(
         raise typer.Exit(2) from None
     if port is not None:
         os.environ["SLOTKEEPER_PORT"] = str(port)
+    if with_worker:
+        os.environ["SLOTKEEPER_WITH_WORKER"] = "true"
     configure_logging(settings.log_level)
     uvicorn.run(
         "api.app:create_app",
@@ -141,6 +146,103 @@ def seed(
     _require(settings, "database_url", "redis_url")
     for line in asyncio.run(seed_demo(settings)):
         console.print(line)
+
+
+@app.command()
+def worker() -> None:
+    """Run the sync worker (arq): drain events to PostgreSQL, sweep expiry, rebuild."""
+    from sync.worker import build_worker
+
+    settings = _settings()
+    _require(settings, "redis_url", "database_url")
+    configure_logging(settings.log_level)
+    logging.getLogger("arq").setLevel(logging.WARNING)  # a line per cron run is noise
+    build_worker(settings).run()
+
+
+async def _sync_parts(settings: Settings) -> Any:
+    from engine import Engine
+
+    from .context import connect_redis
+    from .db import create_pool
+
+    redis = connect_redis(settings.redis_url, settings)
+    pool = await create_pool(settings.database_url, size=4, timeout_s=30)
+    return Engine(redis, settings.engine_settings()), redis, pool
+
+
+@app.command()
+def reconcile(
+    repair: Annotated[bool, typer.Option("--repair", help="Fix the drift found.")] = False,
+) -> None:
+    """Compare Redis and PostgreSQL slot by slot (after draining); exit 1 on drift."""
+    from rich.progress import Progress
+
+    from sync.reconcile import reconcile as run_reconcile
+
+    settings = _settings()
+    _require(settings, "redis_url", "database_url")
+
+    async def go() -> list[Any]:
+        engine, redis, pool = await _sync_parts(settings)
+        try:
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("reconciling partitions", total=settings.partitions)
+                return await run_reconcile(
+                    engine, redis, pool, repair=repair, progress=lambda _: bar.advance(task)
+                )
+        finally:
+            await pool.close()
+            await redis.aclose()
+
+    drifts = asyncio.run(go())
+    out = Console()
+    if not drifts:
+        out.print("no drift: Redis and PostgreSQL agree on every slot and hold")
+        return
+    for drift in drifts:
+        out.print(f"[bold]partition {drift.partition}[/bold]")
+        for problem in drift.problems:
+            out.print(f"  {problem}")
+    total = sum(len(d.problems) for d in drifts)
+    out.print(f"{total} differences{'; repaired' if repair else ''}")
+    raise typer.Exit(0 if repair else 1)
+
+
+@app.command()
+def restore(
+    source: Annotated[str, typer.Option("--from", help="postgres or redis")],
+) -> None:
+    """Rebuild Redis from PostgreSQL (--from postgres) or PostgreSQL from Redis (--from redis)."""
+    from rich.progress import Progress
+
+    from sync.restore import restore_from_redis, restore_partition
+
+    if source not in ("postgres", "redis"):
+        console.print("[red]--from must be postgres or redis[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    _require(settings, "redis_url", "database_url")
+
+    async def go() -> int:
+        engine, redis, pool = await _sync_parts(settings)
+        total = 0
+        try:
+            with Progress(console=console) as bar:
+                task = bar.add_task(f"restoring from {source}", total=settings.partitions)
+                for partition in range(settings.partitions):
+                    if source == "postgres":
+                        total += await restore_partition(engine, redis, pool, partition)
+                    else:
+                        total += await restore_from_redis(engine, pool, partition)
+                    bar.advance(task)
+        finally:
+            await pool.close()
+            await redis.aclose()
+        return total
+
+    count = asyncio.run(go())
+    Console().print(f"restored {settings.partitions} partitions, {count} holds, from {source}")
 
 
 def main() -> None:

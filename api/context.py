@@ -38,7 +38,7 @@ def connect_redis(url: str, settings: Settings) -> Any:
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
 
 
 @dataclass
@@ -54,6 +54,7 @@ class AppContext:
     hold_rate: FixedWindow
     login_by_account: FixedWindow
     login_by_address: FixedWindow
+    sync: Any = None  # a SyncService when the worker runs in-process
     _owned: list[Any] = field(default_factory=list)
 
     @classmethod
@@ -106,9 +107,16 @@ class AppContext:
         with contextlib.suppress(Exception):  # Redis may be down at start; readyz says so
             await engine.load_scripts()
         ctx.cache.start()
+        if settings.with_worker:
+            from sync.service import SyncService
+
+            ctx.sync = SyncService(engine, redis, pool)
+            ctx.sync.start()
         return ctx
 
     async def close(self) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
         await self.cache.stop()
         await self.pool.close()
         for client in self._owned:

@@ -36,8 +36,8 @@ class Metrics:
             "Age of the oldest event not yet written to PostgreSQL.",
             registry=self.registry,
         )
-        self.expired = Counter(
-            "slotkeeper_holds_expired_total",
-            "Holds expired by the background sweep of this process.",
+        self.expired = Gauge(
+            "slotkeeper_holds_expired_by_sweep",
+            "Holds expired by the background sweep, all workers, since the counter began.",
             registry=self.registry,
         )

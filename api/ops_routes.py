@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+
+from sync.drain import sync_lag_ms
+from sync.service import EXPIRED_COUNTER
 
 from .context import AppContext
 from .http import json_response
@@ -48,7 +52,8 @@ async def readyz(request: Request) -> Response:
         missing = await ctx.engine.unavailable_partitions()
         if missing:
             raise _NotReady("state-unavailable", unavailable_partitions=missing)
-        return {"partitions": ctx.settings.partitions}
+        lag_ms = await sync_lag_ms(ctx.engine, ctx.redis)
+        return {"partitions": ctx.settings.partitions, "sync_lag_seconds": lag_ms / 1000}
 
     async def postgres_probe() -> dict[str, Any]:
         await ctx.pool.fetchval("SELECT 1")
@@ -67,6 +72,11 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
+    with contextlib.suppress(Exception):  # metrics answer even with Redis away
+        async with asyncio.timeout(ctx.settings.backend_timeout_s / 2):
+            ctx.metrics.sync_lag.set(await sync_lag_ms(ctx.engine, ctx.redis) / 1000)
+            expired = await ctx.redis.get(f"{ctx.settings.key_prefix}{EXPIRED_COUNTER}")
+            ctx.metrics.expired.set(int(expired or 0))
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

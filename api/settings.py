@@ -31,6 +31,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     dev_mode: bool = False
+    # Run the sync worker's duties inside each API process (small deployments).
+    with_worker: bool = False
 
     jwt_secret: str = ""
     jwt_algorithm: str = "HS256"

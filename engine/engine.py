@@ -294,6 +294,26 @@ class Engine:
 
     # -- rebuilding -----------------------------------------------------------
 
+    async def reset_partition(self, partition: int) -> None:
+        """Drop a partition's live state (not its stream): commands refuse from now on."""
+        async with _redis_errors():
+            await self._scripts.load_partition(
+                keys=self.keys.partition(partition), args=["begin"], client=self._redis
+            )
+
+    async def partition_holds(self, partition: int) -> list[Hold]:
+        """Every hold Redis keeps for a partition (reconciliation; HSCAN, not blocking)."""
+        holds = []
+        async with _redis_errors():
+            async for _, raw in self._redis.hscan_iter(self.keys.holds(partition), count=1000):
+                holds.append(Hold.from_stored(raw))
+        return holds
+
+    async def partition_slots(self, partition: int) -> list[Slot]:
+        async with _redis_errors():
+            raw = await self._redis.hgetall(self.keys.slots(partition))
+        return sorted(_slots_from_hash(raw), key=lambda s: s.slot_id)
+
     async def load_partition(
         self,
         partition: int,

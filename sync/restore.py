@@ -9,6 +9,7 @@ from typing import Any
 
 from engine import Engine, Hold, Slot
 
+from .drain import drain_stream
 from .records import HOLD_COLUMNS, hold_from_row
 
 __all__ = ["ensure_partitions", "restore_partition", "snapshot"]
@@ -52,9 +53,16 @@ async def snapshot(
     return slots, [hold_from_row(r) for r in hold_rows]
 
 
-async def restore_partition(engine: Engine, pool: Any, partition: int) -> int:
-    """Load one partition from PostgreSQL; returns the number of holds loaded."""
+async def restore_partition(engine: Engine, redis: Any, pool: Any, partition: int) -> int:
+    """Rebuild one partition from PostgreSQL; returns the number of holds loaded.
+
+    Commands stop first (epoch marker gone), then whatever the stream still
+    holds is written to PostgreSQL, so the snapshot includes every change Redis
+    had made; only then is the partition loaded and opened again.
+    """
     settings = engine.settings
+    await engine.reset_partition(partition)
+    await drain_stream(engine, redis, pool, partition)
     slots, holds = await snapshot(pool, settings.partitions, partition, settings.idempotency_ttl_s)
     epoch = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
     await engine.load_partition(partition, slots, holds, epoch=epoch)
@@ -82,10 +90,52 @@ async def ensure_partitions(
             # Checked again under the lock: someone may have just finished.
             if partition not in await engine.unavailable_partitions():
                 continue
-            count = await restore_partition(engine, pool, partition)
+            count = await restore_partition(engine, redis, pool, partition)
             restored.append(partition)
             if on_restored is not None:
                 on_restored(partition, count)
         finally:
             await lock.release()
     return restored
+
+
+async def restore_from_redis(engine: Engine, pool: Any, partition: int) -> int:
+    """Make PostgreSQL's current state match Redis for one partition (Redis wins)."""
+    slots = await engine.partition_slots(partition)
+    holds = await engine.partition_holds(partition)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.executemany(
+            "INSERT INTO slots (slot_id, capacity, state, label, starts_at, ends_at)"
+            " VALUES ($1, $2, $3, $4, $5::text::timestamptz, $6::text::timestamptz)"
+            " ON CONFLICT (slot_id) DO UPDATE SET capacity = excluded.capacity,"
+            " state = excluded.state, label = excluded.label, starts_at = excluded.starts_at,"
+            " ends_at = excluded.ends_at, updated_at = now()",
+            [(s.slot_id, s.capacity, s.state, s.label, s.starts_at, s.ends_at) for s in slots],
+        )
+        await conn.executemany(
+            "INSERT INTO holds (hold_id, slot_id, user_id, quantity, status, idempotency_key,"
+            " created_at, expires_at, confirmed_at, cancelled_at, expired_at, version)"
+            " VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7 / 1000.0), to_timestamp($8 / 1000.0),"
+            " to_timestamp($9 / 1000.0), to_timestamp($10 / 1000.0), to_timestamp($11 / 1000.0),"
+            " $12) ON CONFLICT (hold_id) DO UPDATE SET status = excluded.status,"
+            " confirmed_at = excluded.confirmed_at, cancelled_at = excluded.cancelled_at,"
+            " expired_at = excluded.expired_at, version = excluded.version",
+            [
+                (
+                    h.hold_id,
+                    h.slot_id,
+                    int(h.user_id),
+                    h.quantity,
+                    h.status,
+                    h.idempotency_key,
+                    h.created_at_ms,
+                    h.expires_at_ms,
+                    h.confirmed_at_ms,
+                    h.cancelled_at_ms,
+                    h.expired_at_ms,
+                    h.version,
+                )
+                for h in holds
+            ],
+        )
+    return len(holds)

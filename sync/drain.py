@@ -1,0 +1,168 @@
+"""Drain the partitions' event streams into PostgreSQL through a consumer group.
+
+Order of a batch: read (claim stale pending entries first, then new ones) ->
+write to PostgreSQL in one transaction -> XACK. A worker killed anywhere in
+between leaves its entries pending; another consumer claims them after
+``claim_idle_ms``; the writes are idempotent (unique entry ids, version-guarded
+upserts), so a batch applied twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from engine import Engine
+
+from .events import Entry, write_batch
+
+__all__ = [
+    "GROUP",
+    "DrainStats",
+    "drain_all",
+    "drain_partition",
+    "drain_stream",
+    "ensure_group",
+    "sync_lag_ms",
+]
+
+GROUP = "slotkeeper-sync"
+
+
+@dataclass(slots=True)
+class DrainStats:
+    written: int = 0
+    rejected: int = 0
+    claimed: int = 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def ensure_group(redis: Any, stream: str) -> None:
+    try:
+        await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _entries(stream: str, raw: list[Any]) -> list[Entry]:
+    out = []
+    for entry_id, fields in raw:
+        if not fields:  # deleted while pending (trimmed): nothing to write
+            continue
+        for key, value in fields.items():
+            out.append(Entry(stream, _text(entry_id), _text(key), value))
+    return out
+
+
+async def drain_partition(
+    engine: Engine,
+    redis: Any,
+    pool: Any,
+    partition: int,
+    *,
+    consumer: str,
+    batch: int = 500,
+    claim_idle_ms: int = 30_000,
+    block_ms: int | None = None,
+) -> DrainStats:
+    """One batch of one partition's stream. Returns what it did."""
+    stream = engine.keys.events(partition)
+    stats = DrainStats()
+    await ensure_group(redis, stream)
+    # Entries another consumer read and never acknowledged (it died) come first.
+    _, claimed, _ = await redis.xautoclaim(
+        stream, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=batch
+    )
+    raw = list(claimed)
+    stats.claimed = len(raw)
+    if len(raw) < batch:
+        reply = await redis.xreadgroup(
+            GROUP, consumer, {stream: ">"}, count=batch - len(raw), block=block_ms
+        )
+        for _, items in reply or []:
+            raw.extend(items)
+    if not raw:
+        return stats
+    entries = _entries(stream, raw)
+    stats.rejected = await write_batch(pool, entries)
+    stats.written = len(entries) - stats.rejected
+    await redis.xack(stream, GROUP, *[entry_id for entry_id, _ in raw])
+    await _trim(redis, stream)
+    return stats
+
+
+async def _trim(redis: Any, stream: str) -> None:
+    """Drop entries below everything not yet acknowledged (never an unwritten one)."""
+    floor = await _oldest_unacknowledged(redis, stream)
+    if floor is not None:
+        await redis.xtrim(stream, minid=floor, approximate=False)
+
+
+async def _oldest_unacknowledged(redis: Any, stream: str) -> str | None:
+    """The id of the oldest entry not acknowledged: pending, or not yet delivered."""
+    pending = await redis.xpending(stream, GROUP)
+    if pending and pending.get("pending"):
+        return _text(pending["min"])
+    groups = await redis.xinfo_groups(stream)
+    last = next((g["last-delivered-id"] for g in groups if _text(g["name"]) == GROUP), None)
+    if last is None:
+        return None
+    after = await redis.xrange(stream, min=f"({_text(last)}", count=1)
+    if after:
+        return _text(after[0][0])
+    # Everything delivered and acknowledged: keep nothing at or below `last`.
+    ms, _, seq = _text(last).partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+async def sync_lag_ms(engine: Engine, redis: Any) -> int:
+    """Age of the oldest event not yet written to PostgreSQL, over all partitions."""
+    now_ms = int(time.time() * 1000)
+    oldest: int | None = None
+    for partition in range(engine.settings.partitions):
+        stream = engine.keys.events(partition)
+        if not await redis.exists(stream):
+            continue
+        try:
+            first = await _oldest_unacknowledged(redis, stream)
+        except ResponseError:  # no group yet: everything is unwritten
+            entries = await redis.xrange(stream, count=1)
+            first = _text(entries[0][0]) if entries else None
+        if first is None or not await redis.xrange(stream, min=first, count=1):
+            continue
+        ms = int(first.partition("-")[0])
+        oldest = ms if oldest is None else min(oldest, ms)
+    return 0 if oldest is None else max(0, now_ms - oldest)
+
+
+async def drain_stream(
+    engine: Engine, redis: Any, pool: Any, partition: int, *, consumer: str = "drain"
+) -> int:
+    """Drain one partition's stream until nothing is left to read; entries written.
+
+    Entries pending on other consumers are claimed at once (idle 0): the caller
+    is making the stream's content durable before acting on PostgreSQL's copy.
+    """
+    total = 0
+    while True:
+        stats = await drain_partition(
+            engine, redis, pool, partition, consumer=consumer, claim_idle_ms=0
+        )
+        total += stats.written
+        if stats.written + stats.rejected == 0:
+            return total
+
+
+async def drain_all(engine: Engine, redis: Any, pool: Any, *, consumer: str = "drain-all") -> int:
+    """Drain every partition until empty; returns entries written (tests, CLI)."""
+    total = 0
+    for partition in range(engine.settings.partitions):
+        total += await drain_stream(engine, redis, pool, partition, consumer=consumer)
+    return total

@@ -1,0 +1,177 @@
+"""Stream entries -> rows of the durable record, written in one transaction per batch."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+__all__ = ["Entry", "write_batch"]
+
+log = logging.getLogger("slotkeeper.sync")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    stream: str
+    entry_id: str
+    kind: str  # 'h' hold event, 's' slot event
+    payload: bytes
+
+
+def _at(ms: Any) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+def _hold_rows(entry: Entry) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    d = orjson.loads(entry.payload)
+    hold = (
+        d["i"],
+        int(d["s"]),
+        int(d["u"]),
+        int(d["q"]),
+        d["st"],
+        d.get("k", ""),
+        _at(d["c"]),
+        _at(d["e"]),
+        _at(d.get("cf")),
+        _at(d.get("ca")),
+        _at(d.get("xa")),
+        int(d["v"]),
+    )
+    occurred = d.get({"held": "c", "confirmed": "cf", "cancelled": "ca", "expired": "xa"}[d["st"]])
+    event = (
+        entry.stream,
+        entry.entry_id,
+        d["i"],
+        int(d["s"]),
+        int(d["u"]),
+        int(d["q"]),
+        d["st"],
+        int(d["v"]),
+        _at(occurred),
+    )
+    return hold, event
+
+
+def _slot_rows(entry: Entry) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    d = orjson.loads(entry.payload)
+    attrs = orjson.loads(d["meta"]) if d.get("meta") else {}
+    starts = attrs.get("starts_at")
+    ends = attrs.get("ends_at")
+    slot = (
+        int(d["id"]),
+        int(d["cap"]),
+        d["state"],
+        attrs.get("label"),
+        datetime.fromisoformat(starts) if starts else None,
+        datetime.fromisoformat(ends) if ends else None,
+    )
+    event = (
+        entry.stream,
+        entry.entry_id,
+        int(d["id"]),
+        int(d["cap"]),
+        d["state"],
+        orjson.dumps(attrs).decode(),
+        _at(d["t"]),
+    )
+    return slot, event
+
+
+# An older version never overwrites a newer one: events of one hold may arrive
+# out of order across batches claimed by different workers.
+_UPSERT_HOLD = """
+INSERT INTO holds (hold_id, slot_id, user_id, quantity, status, idempotency_key, created_at,
+                   expires_at, confirmed_at, cancelled_at, expired_at, version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (hold_id) DO UPDATE SET
+    status = excluded.status, confirmed_at = excluded.confirmed_at,
+    cancelled_at = excluded.cancelled_at, expired_at = excluded.expired_at,
+    version = excluded.version
+WHERE holds.version < excluded.version
+"""
+_INSERT_HOLD_EVENT = """
+INSERT INTO hold_events (stream, entry_id, hold_id, slot_id, user_id, quantity, status,
+                         version, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT DO NOTHING
+"""
+_UPSERT_SLOT = """
+INSERT INTO slots (slot_id, capacity, state, label, starts_at, ends_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (slot_id) DO UPDATE SET
+    capacity = excluded.capacity, state = excluded.state, label = excluded.label,
+    starts_at = excluded.starts_at, ends_at = excluded.ends_at, updated_at = now()
+"""
+_INSERT_SLOT_EVENT = """
+INSERT INTO slot_events (stream, entry_id, slot_id, capacity, state, attributes, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+ON CONFLICT DO NOTHING
+"""
+_INSERT_REJECT = """
+INSERT INTO sync_rejects (stream, entry_id, payload, error) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+"""
+
+
+async def _apply(conn: Any, entries: list[Entry]) -> None:
+    """Apply in stream order; consecutive entries of one kind go in one executemany."""
+    run: list[Entry] = []
+    for entry in [*entries, None]:
+        if run and (entry is None or entry.kind != run[0].kind):
+            if run[0].kind == "h":
+                rows = [_hold_rows(e) for e in run]
+                await conn.executemany(_UPSERT_HOLD, [r[0] for r in rows])
+                await conn.executemany(_INSERT_HOLD_EVENT, [r[1] for r in rows])
+            else:
+                rows = [_slot_rows(e) for e in run]
+                await conn.executemany(_UPSERT_SLOT, [r[0] for r in rows])
+                await conn.executemany(_INSERT_SLOT_EVENT, [r[1] for r in rows])
+            run = []
+        if entry is not None:
+            run.append(entry)
+
+
+async def write_batch(pool: Any, entries: list[Entry]) -> int:
+    """Write entries in one transaction; returns how many were rejected.
+
+    If the batch breaks a constraint, each entry is retried in its own
+    savepoint and the ones that still fail are parked in sync_rejects, so one
+    bad event cannot stall its stream.
+    """
+    if not entries:
+        return 0
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                await _apply(conn, entries)
+            return 0
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, ValueError, KeyError):
+            pass
+        rejected = 0
+        async with conn.transaction():
+            for entry in entries:
+                try:
+                    async with conn.transaction():
+                        await _apply(conn, [entry])
+                except (
+                    asyncpg.IntegrityConstraintViolationError,
+                    asyncpg.DataError,
+                    ValueError,
+                    KeyError,
+                ) as exc:
+                    rejected += 1
+                    log.error("sync rejected %s %s: %s", entry.stream, entry.entry_id, exc)
+                    await conn.execute(
+                        _INSERT_REJECT,
+                        entry.stream,
+                        entry.entry_id,
+                        entry.payload.decode(errors="replace"),
+                        f"{type(exc).__name__}: {exc}"[:1000],
+                    )
+        return rejected

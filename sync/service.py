@@ -1,0 +1,166 @@
+"""The sync service: drain loop, expiry sweep, partition rebuilds, drift checks.
+
+Used by the arq worker (sync/worker.py) and in-process by `slotkeeper serve
+--with-worker`. Periodic work takes a Redis lock, so however many processes run
+it, one sweep (or rebuild, or drift check) runs at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import Any
+
+from engine import Engine, EngineError, StateUnavailable
+
+from .drain import drain_partition, sync_lag_ms
+from .reconcile import check_partition
+from .restore import ensure_partitions
+
+__all__ = ["EXPIRED_COUNTER", "SyncService"]
+
+# Holds expired by sweeps, all workers; read by the API's /metrics.
+EXPIRED_COUNTER = "sync:expired_total"
+
+log = logging.getLogger("slotkeeper.sync")
+
+_IDLE_SLEEP_S = 0.02
+_ERROR_SLEEP_S = 0.5
+
+
+class SyncService:
+    def __init__(
+        self,
+        engine: Engine,
+        redis: Any,
+        pool: Any,
+        *,
+        consumer: str | None = None,
+        batch: int = 500,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.pool = pool
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.batch = batch
+        self.claim_idle_ms = claim_idle_ms
+        self.expired_total = 0
+        self.written_total = 0
+        self.last_drift: dict[int, list[str]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._prefix = engine.settings.key_prefix
+
+    # -- one round of each duty -------------------------------------------------
+
+    async def drain_round(self) -> int:
+        """One batch from every partition; entries written."""
+        written = 0
+        for partition in range(self.engine.settings.partitions):
+            stats = await drain_partition(
+                self.engine,
+                self.redis,
+                self.pool,
+                partition,
+                consumer=self.consumer,
+                batch=self.batch,
+                claim_idle_ms=self.claim_idle_ms,
+            )
+            written += stats.written + stats.rejected
+        self.written_total += written
+        return written
+
+    async def sweep(self) -> int | None:
+        """Expire every due hold of every partition; None if another process is sweeping."""
+        lock = self.redis.lock(f"{self._prefix}lock:sweep", timeout=30, blocking=False)
+        if not await lock.acquire():
+            return None
+        expired = 0
+        try:
+            for partition in range(self.engine.settings.partitions):
+                with contextlib.suppress(StateUnavailable):  # rebuilt by restore()
+                    while True:
+                        count, still_due = await self.engine.sweep(partition)
+                        expired += count
+                        if not still_due or not count:
+                            break
+        finally:
+            with contextlib.suppress(Exception):
+                await lock.release()
+        self.expired_total += expired
+        if expired:
+            await self.redis.incrby(f"{self._prefix}{EXPIRED_COUNTER}", expired)
+        return expired
+
+    async def restore(self) -> list[int]:
+        def done(partition: int, holds: int) -> None:
+            log.warning("rebuilt partition %s from postgres (%s holds)", partition, holds)
+
+        return await ensure_partitions(self.engine, self.redis, self.pool, on_restored=done)
+
+    async def check_drift(self) -> dict[int, list[str]]:
+        """Compare without draining first: some drift may be lag; it is logged, not fixed."""
+        lock = self.redis.lock(f"{self._prefix}lock:drift", timeout=120, blocking=False)
+        if not await lock.acquire():
+            return self.last_drift
+        try:
+            found = {}
+            for partition in range(self.engine.settings.partitions):
+                with contextlib.suppress(StateUnavailable):
+                    drift = await check_partition(self.engine, self.pool, partition)
+                    if not drift.clean:
+                        found[partition] = drift.problems
+            for partition, problems in found.items():
+                log.warning("drift in partition %s: %s", partition, "; ".join(problems[:5]))
+            self.last_drift = found
+            await self.redis.set(f"{self._prefix}sync:drift", sum(map(len, found.values())))
+            return found
+        finally:
+            with contextlib.suppress(Exception):
+                await lock.release()
+
+    async def lag_ms(self) -> int:
+        return await sync_lag_ms(self.engine, self.redis)
+
+    # -- loops (in-process mode) ------------------------------------------------
+
+    async def _drain_forever(self) -> None:
+        while True:
+            try:
+                if not await self.drain_round():
+                    await asyncio.sleep(_IDLE_SLEEP_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis or PostgreSQL away: retry, never die
+                log.warning("drain failed: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(_ERROR_SLEEP_S)
+
+    async def _every(self, period_s: float, duty: Any) -> None:
+        while True:
+            try:
+                await duty()
+            except asyncio.CancelledError:
+                raise
+            except (EngineError, Exception) as exc:
+                log.warning("%s failed: %s: %s", duty.__name__, type(exc).__name__, exc)
+            await asyncio.sleep(period_s)
+
+    def start(self, *, periodic: bool = True, drift_period_s: float = 30.0) -> None:
+        """Run the drain loop (and, with ``periodic``, sweep/restore/drift) as tasks."""
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._drain_forever()))
+        if periodic:
+            self._tasks.append(loop.create_task(self._every(1.0, self.sweep)))
+            self._tasks.append(loop.create_task(self._every(1.0, self.restore)))
+            self._tasks.append(loop.create_task(self._every(drift_period_s, self.check_drift)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
