@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,10 @@ class Settings:
 
     partitions: int = 16
     key_prefix: str = "sk:"
-    hold_ttl_s: int = 300
-    idempotency_ttl_s: int = 86_400
+    hold_ttl_s: int = field(default=300, metadata={"env": "SLOTKEEPER_HOLD_TTL_SECONDS"})
+    idempotency_ttl_s: int = field(
+        default=86_400, metadata={"env": "SLOTKEEPER_IDEMPOTENCY_TTL_SECONDS"}
+    )
     max_quantity: int = 100
     max_held_per_user_slot: int = 10
     hold_rate_per_minute: int = 600
@@ -66,7 +68,7 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
-            name = "SLOTKEEPER_" + f.name.upper()
+            name = f.metadata.get("env") or "SLOTKEEPER_" + f.name.upper()
             if name in env:
                 values[f.name] = _parse(name, env[name], f.type)
         values.update(overrides)
