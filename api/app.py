@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from asyncpg import InterfaceError, PostgresConnectionError, TooManyConnectionsError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -53,6 +55,16 @@ async def _database_down(request: Request, exc: Exception) -> Response:
     ).response()
 
 
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    # Redis calls outside the engine (token revocation, rate limits) fail this way.
+    log.warning("redis unavailable: %s", type(exc).__name__)
+    return Problem(
+        "backend-unavailable",
+        "the reservation store is unavailable; retry shortly",
+        headers={"Retry-After": "1"},
+    ).response()
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Logged with its traceback here; the client learns nothing about internals.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -82,6 +94,8 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         PostgresConnectionError: _database_down,
         InterfaceError: _database_down,
         TooManyConnectionsError: _database_down,
+        RedisConnectionError: _redis_down,
+        RedisTimeoutError: _redis_down,
         ConnectionError: _database_down,
         OSError: _database_down,
         Exception: _unexpected,

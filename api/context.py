@@ -110,7 +110,7 @@ class AppContext:
         if settings.with_worker:
             from sync.service import SyncService
 
-            ctx.sync = SyncService(engine, redis, pool)
+            ctx.sync = SyncService(engine, redis, pool, claim_idle_ms=settings.sync_claim_idle_ms)
             ctx.sync.start()
         return ctx
 

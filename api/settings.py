@@ -52,6 +52,8 @@ class Settings:
     max_held_per_user_slot: int = 10
     hold_rate_per_minute: int = 600
     finished_retention_s: int = 86_400
+    # A sync worker's unacknowledged entries are taken over by another after this long.
+    sync_claim_idle_ms: int = 30_000
 
     availability_cache_ms: int = 500
     availability_page_limit: int = 1000
