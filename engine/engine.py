@@ -24,7 +24,7 @@ from redis.exceptions import (
 )
 
 from . import errors
-from .keys import KeySchema, new_hold_id, slot_of_hold
+from .keys import MAX_SLOT_ID, KeySchema, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
 from .scripts import Scripts
 from .settings import EngineSettings
@@ -92,6 +92,10 @@ class Engine:
         """Reserve ``quantity`` on a slot; a repeated key returns the first hold."""
         if not 1 <= quantity <= self.settings.max_quantity:
             raise ValueError(f"quantity must be 1..{self.settings.max_quantity}")
+        _check_slot_id(slot_id)
+        _check_user_id(user_id)
+        if not idempotency_key:
+            raise ValueError("idempotency_key must not be empty")
         partition = self.keys.partition_of(slot_id)
         keys = [
             *self.keys.partition(partition),
@@ -146,6 +150,8 @@ class Engine:
     async def _hold_command(
         self, script: Any, hold_id: str, user_id: str | None, now_ms: int | None
     ) -> Any:
+        if user_id is not None:
+            _check_user_id(user_id)  # '' would mean "any caller" to the script
         slot_id = slot_of_hold(hold_id)
         if slot_id is None:
             raise errors.HoldNotFound(hold_id)
@@ -195,6 +201,7 @@ class Engine:
         attributes: dict[str, str] | None,
         now_ms: int | None,
     ) -> Slot:
+        _check_slot_id(slot_id)
         if capacity is not None and capacity < 0:
             raise ValueError("capacity must be >= 0")
         if state not in (None, "open", "closed"):
@@ -329,6 +336,12 @@ class Engine:
         from the first call until the epoch marker is set by the last; callers
         serialise rebuilds of one partition (the sync worker holds a lock).
         """
+        slots = list(slots)
+        holds = list(holds)
+        known = {s.slot_id for s in slots}
+        for hold in holds:
+            if hold.slot_id not in known or self.keys.partition_of(hold.slot_id) != partition:
+                raise ValueError(f"hold {hold.hold_id} names a slot outside the snapshot")
         keys = self.keys.partition(partition)
         script = self._scripts.load_partition
         async with _redis_errors():
@@ -344,7 +357,7 @@ class Engine:
             ]
             for chunk in _chunks(slot_rows, _LOAD_CHUNK):
                 await script(keys=keys, args=["slots", orjson.dumps(chunk)], client=self._redis)
-            for hold_chunk in _chunks(list(holds), _LOAD_CHUNK):
+            for hold_chunk in _chunks(holds, _LOAD_CHUNK):
                 idem_keys = [
                     self.keys.idempotency(h.slot_id, h.user_id, h.idempotency_key)
                     for h in hold_chunk
@@ -392,6 +405,17 @@ class Engine:
             case "replay_archived":
                 return errors.HoldArchived(_text(reply[1]))
         raise RuntimeError(f"unexpected script reply {tag!r}")
+
+
+def _check_slot_id(slot_id: int) -> None:
+    if not 0 < slot_id <= MAX_SLOT_ID:
+        raise ValueError(f"slot_id must be 1..{MAX_SLOT_ID}, got {slot_id}")
+
+
+def _check_user_id(user_id: str) -> None:
+    # ':' separates the parts of idempotency keys and per-user counters.
+    if not user_id or ":" in user_id:
+        raise ValueError(f"user_id must be non-empty and free of ':', got {user_id!r}")
 
 
 def _slot_from_fields(slot_id: int, values: Sequence[Any]) -> Slot:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import secrets
 
-__all__ = ["KeySchema", "new_hold_id", "slot_of_hold"]
+__all__ = ["MAX_SLOT_ID", "KeySchema", "new_hold_id", "slot_of_hold"]
 
+MAX_SLOT_ID = 2**63 - 1  # a PostgreSQL bigint
 _MAX_SLOT_DIGITS = 19
 
 
@@ -71,6 +72,7 @@ def slot_of_hold(hold_id: str) -> int | None:
         or len(slot) > _MAX_SLOT_DIGITS
         or len(token) != 16
         or any(c not in "0123456789abcdef" for c in token)
+        or not 0 < int(slot) <= MAX_SLOT_ID
     ):
         return None
     return int(slot)

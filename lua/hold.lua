@@ -34,11 +34,15 @@ if remembered then
     if first_quantity ~= quantity then
         return {'idempotency_mismatch', first_quantity}
     end
-    local raw = redis.call('HGET', KEYS[K_HOLDS], hold_id)
-    if not raw then
+    local hold = load_hold(hold_id)
+    if not hold then
         return {'replay_archived', hold_id, first_quantity}
     end
-    return {'replayed', raw}
+    -- Housekeeping is bounded, so this hold may be due and not yet expired.
+    if hold.st == 'held' and hold.e <= now then
+        return {'replayed', expire_hold(hold, now)}
+    end
+    return {'replayed', cjson.encode(hold)}
 end
 
 local fields = redis.call('HMGET', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), slot_field(slot_id, 'state'))
