@@ -152,16 +152,25 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
     return {"summary": summary, "responses": responses, **extra}
 
 
-def _login_op() -> dict[str, Any]:
+def _login_op(*, query: bool = False) -> dict[str, Any]:
+    if query:  # the original service's GET /login takes the credentials in the query
+        carrier: dict[str, Any] = {
+            "parameters": [
+                {"name": "email", "in": "query", "required": True, "schema": {"type": "string"}},
+                {"name": "password", "in": "query", "required": True, "schema": {"type": "string"}},
+            ]
+        }
+    else:
+        carrier = {
+            "requestBody": {"content": {"application/json": {"schema": _ref("Credentials")}}}
+        }
     return _op(
         "Exchange email and password for a bearer token",
         {
             "200": _json(_ref("Token"), "A token"),
-            **_problems(
-                "invalid-credentials", "rate-limited", "validation-error", "backend-unavailable"
-            ),
+            **_problems("invalid-credentials", "rate-limited", *_BODY, "backend-unavailable"),
         },
-        requestBody={"content": {"application/json": {"schema": _ref("Credentials")}}},
+        **carrier,
     )
 
 
@@ -185,7 +194,7 @@ def _paths() -> dict[str, Any]:
     return {
         "/auth/login": {"post": _login_op()},
         "/auth/refresh": {"post": _refresh_op()},
-        "/login": {"get": _login_op(), "post": _login_op()},
+        "/login": {"get": _login_op(query=True), "post": _login_op()},
         "/refresh": {"get": _refresh_op(), "post": _refresh_op()},
         "/slots/availability": {
             "get": _op(

@@ -59,7 +59,9 @@ async def readyz(request: Request) -> Response:
         await ctx.pool.fetchval("SELECT 1")
         return {}
 
-    timeout = ctx.settings.backend_timeout_s
+    # Below the request budget, so a hanging backend is reported here as a check
+    # that failed, not cut off by the middleware's timeout.
+    timeout = ctx.settings.backend_timeout_s * 0.8
     redis_state, postgres_state = await asyncio.gather(
         _check(redis_probe, timeout), _check(postgres_probe, timeout)
     )
