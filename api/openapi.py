@@ -75,6 +75,15 @@ _SCHEMAS: dict[str, Any] = {
             "expires_in": {"type": "integer"},
         },
     },
+    "Principal": {
+        "type": "object",
+        "required": ["user_id", "role", "expires_at"],
+        "properties": {
+            "user_id": {"type": "integer"},
+            "role": {"enum": ["user", "admin"]},
+            "expires_at": {"type": "integer", "description": "token expiry, Unix seconds"},
+        },
+    },
     "Slot": {
         "type": "object",
         "required": ["slot_id", "capacity", "remaining", "state"],
@@ -194,6 +203,13 @@ def _paths() -> dict[str, Any]:
     return {
         "/auth/login": {"post": _login_op()},
         "/auth/refresh": {"post": _refresh_op()},
+        "/auth/whoami": {
+            "get": _op(
+                "Who the token says the caller is",
+                {"200": _json(_ref("Principal"), "The caller"), **_problems(*_AUTH)},
+                security=_BEARER,
+            )
+        },
         "/login": {"get": _login_op(query=True), "post": _login_op()},
         "/refresh": {"get": _refresh_op(), "post": _refresh_op()},
         "/slots/availability": {
