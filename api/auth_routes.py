@@ -74,7 +74,17 @@ async def refresh(request: Request) -> Response:
     return json_response(await ctx.tokens.refresh(request))
 
 
+async def whoami(request: Request) -> Response:
+    """Who the bearer token says the caller is (also the benchmark's bare route)."""
+    ctx: AppContext = request.app.state.ctx
+    principal = await ctx.tokens.authenticate(request)
+    return json_response(
+        {"user_id": principal.user_id, "role": principal.role, "expires_at": principal.expires_at}
+    )
+
+
 routes = [
+    Route("/auth/whoami", whoami, methods=["GET"], name="whoami"),
     Route("/auth/login", login, methods=["POST"], name="login"),
     Route("/auth/refresh", refresh, methods=["POST"], name="refresh"),
     Route("/login", login, methods=["GET", "POST"], name="login_compat"),
