@@ -31,6 +31,17 @@ test: lint typecheck pytest
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: run
+.PHONY: run bench bench-locust
 run: $(STAMP)
 	$(BIN)/slotkeeper run
+
+# The full benchmark (minutes): starts its own service, writes docs/perf.md.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)); } || echo "wrk not installed: using bench/pyload.py"
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# locust against a running service: make bench-locust HOST=http://127.0.0.1:8000
+HOST ?= http://127.0.0.1:8000
+bench-locust: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'locust>=2.30'
+	$(BIN)/locust -f bench/locustfile.py --headless --users 50 --spawn-rate 10 --run-time 30s --host $(HOST)

@@ -1,0 +1,326 @@
+"""The rounds, the extra measurements, and the docs/perf.md report."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from engine import Engine
+from sync.drain import drain_all
+
+from .loadgen import wrk_available
+
+if TYPE_CHECKING:
+    from .run import Bench, Case
+
+PG_POOLS = (4, 8, 16, 32)
+MEMORY_HOLDS = 20_000
+
+
+def _cases(bench: Bench) -> dict[str, Case]:
+    from .run import Case
+
+    n = bench.args.slots
+    return {
+        c.name: c
+        for c in (
+            Case("bare", "api1", "get.lua", "/auth/whoami"),
+            Case("availability", "api1", "get.lua", "/slots/availability"),
+            Case("hold-spread", "api1", "hold.lua", "/slots/1/hold", slots=n),
+            Case("hold-hot", "api1", "hold.lua", "/slots/1/hold", slots=1),
+            Case("hold-confirm", "api1", "hold_confirm.lua", "/slots/1/hold", slots=n),
+            Case("bare (2w)", "api2", "get.lua", "/auth/whoami"),
+            Case("hold-spread (2w)", "api2", "hold.lua", "/slots/1/hold", slots=n),
+            Case("hold-hot (2w)", "api2", "hold.lua", "/slots/1/hold", slots=1),
+            Case(
+                "pg-spread (2w)",
+                "pg",
+                "hold.lua",
+                "/pg/slots/1/hold",
+                slots=n,
+                path_prefix="/pg/slots/",
+            ),
+            Case(
+                "pg-hot (2w)",
+                "pg",
+                "hold.lua",
+                "/pg/slots/1/hold",
+                slots=1,
+                path_prefix="/pg/slots/",
+            ),
+        )
+    }
+
+
+def _pick_pg_pools(bench: Bench, cases: dict[str, Case]) -> None:
+    """The row-lock design at its best pool size: a short calibration per size."""
+    short = max(1.0, bench.args.duration / 3)
+    for name in ("pg-hot (2w)", "pg-spread (2w)"):
+        best: tuple[float, int] = (-1.0, PG_POOLS[0])
+        for size in PG_POOLS if not bench.args.smoke else PG_POOLS[:1]:
+            with bench.pg_app(size, workers=2) as base:
+                case = cases[name]
+                saved = bench.args.duration
+                bench.args.duration = short
+                try:
+                    result = bench.drive(base, case)
+                finally:
+                    bench.args.duration = saved
+            bench.notes.append(f"{name} pool {size}: {result.requests_per_s:.0f} req/s")
+            best = max(best, (result.requests_per_s, size))
+        cases[name].pool = best[1]
+
+
+async def _evalsha_cost_us(url: str) -> float:
+    client = aioredis.Redis.from_url(url)
+    try:
+        stats = await client.info("commandstats")
+        return float(stats.get("cmdstat_evalsha", {}).get("usec_per_call", 0.0))
+    finally:
+        await client.aclose()
+
+
+async def _reset_stats(url: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.config_resetstat()
+    finally:
+        await client.aclose()
+
+
+async def _memory_per_hold(bench: Bench) -> float:
+    """Bytes of Redis memory per active hold once its event is drained."""
+    redis = aioredis.Redis.from_url(bench.redis_url)
+    pool = await asyncpg.create_pool(bench.dsn, min_size=1, max_size=4)
+    try:
+        engine = Engine(redis, bench.settings.engine_settings())
+        user_id = str(await pool.fetchval("SELECT min(user_id) FROM users"))
+        await drain_all(engine, redis, pool)
+        before = (await redis.info("memory"))["used_memory"]
+        run = uuid.uuid4().hex[:6]
+        for start in range(0, MEMORY_HOLDS, 500):
+            await asyncio.gather(
+                *(
+                    engine.hold(1 + n % bench.args.slots, user_id, f"{run}-{n:08d}")
+                    for n in range(start, min(start + 500, MEMORY_HOLDS))
+                )
+            )
+        await drain_all(engine, redis, pool)
+        after = (await redis.info("memory"))["used_memory"]
+        return float(after - before) / MEMORY_HOLDS
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+async def _drain_rate(bench: Bench, events: int) -> tuple[int, float]:
+    """Write a backlog of hold events, then time the worker's drain path over it."""
+    redis = aioredis.Redis.from_url(bench.redis_url)
+    pool = await asyncpg.create_pool(bench.dsn, min_size=2, max_size=4)
+    try:
+        engine = Engine(redis, bench.settings.engine_settings())
+        await drain_all(engine, redis, pool)
+        user_id = str(await pool.fetchval("SELECT min(user_id) FROM users"))
+        run = uuid.uuid4().hex[:6]
+        for start in range(0, events, 500):
+            await asyncio.gather(
+                *(
+                    engine.hold(1 + n % bench.args.slots, user_id, f"d{run}-{n}")
+                    for n in range(start, min(start + 500, events))
+                )
+            )
+        started = time.perf_counter()
+        written = await drain_all(engine, redis, pool)
+        return written, written / (time.perf_counter() - started)
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+def run_all(bench: Bench, catalog: Bench | None = None) -> str:
+    cases = _cases(bench)
+    _pick_pg_pools(bench, cases)
+    catalog_case = None
+    if catalog is not None:
+        from .run import Case
+
+        catalog_case = Case(
+            "hold-spread (100k catalog)", "api1", "hold.lua", "/slots/1/hold",
+            slots=catalog.args.catalog_slots,
+        )  # fmt: skip
+    evalsha_us = 0.0
+    for round_no in range(bench.args.rounds):
+        print(f"round {round_no + 1}/{bench.args.rounds}", flush=True)
+        with bench.worker():
+            with bench.api(1) as base:
+                for name in ("bare", "availability", "hold-spread", "hold-hot", "hold-confirm"):
+                    if name == "hold-spread" and round_no == 0:
+                        asyncio.run(_reset_stats(bench.redis_url))
+                    cases[name].results.append(bench.drive(base, cases[name]))
+                    if name == "hold-spread" and round_no == 0:
+                        evalsha_us = asyncio.run(_evalsha_cost_us(bench.redis_url))
+            with bench.api(2) as base:
+                for name in ("bare (2w)", "hold-spread (2w)", "hold-hot (2w)"):
+                    cases[name].results.append(bench.drive(base, cases[name]))
+        for name in ("pg-spread (2w)", "pg-hot (2w)"):
+            with bench.pg_app(cases[name].pool or 8, workers=2) as base:
+                cases[name].results.append(bench.drive(base, cases[name]))
+        if catalog is not None and catalog_case is not None:
+            with catalog.worker(), catalog.api(1) as base:
+                catalog_case.results.append(catalog.drive(base, catalog_case))
+    backlog = 2_000 if bench.args.smoke else 50_000
+    drained, drain_rate = asyncio.run(_drain_rate(bench, backlog))
+    memory = asyncio.run(_memory_per_hold(bench)) if not bench.args.smoke else 0.0
+    return render(bench, cases, catalog_case, evalsha_us, drained, drain_rate, memory)
+
+
+def _row(case: Case) -> str:
+    r = case.results
+    errors = sum(x.errors for x in r)
+    return (
+        f"| {case.name} | {case.median('requests_per_s'):,.0f} | {case.median('p50_ms'):.2f} |"
+        f" {case.median('p99_ms'):.2f} | {errors} |"
+    )
+
+
+def _versions() -> str:
+    names = ("starlette", "uvicorn", "redis", "hiredis", "asyncpg", "orjson", "pyjwt", "uvloop")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
+def _server_versions(bench: Bench) -> str:
+    async def go() -> str:
+        client = aioredis.Redis.from_url(bench.redis_url)
+        conn = await asyncpg.connect(bench.dsn)
+        try:
+            info = await client.info("server")
+            name = "valkey" if "valkey_version" in info else "redis"
+            version = info.get("valkey_version") or info.get("redis_version")
+            pg = await conn.fetchval("SHOW server_version")
+            return f"{name} {version}, PostgreSQL {pg}"
+        finally:
+            await conn.close()
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def _cpu() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line
+        )
+    except (OSError, StopIteration):
+        model = platform.processor() or "unknown"
+    import os
+
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def render(
+    bench: Bench,
+    cases: dict[str, Case],
+    catalog_case: Case | None,
+    evalsha_us: float,
+    drained: int,
+    drain_rate: float,
+    memory: float,
+) -> str:
+    def rps(name: str) -> float:
+        return cases[name].median("requests_per_s")
+
+    def p99(name: str) -> float:
+        return cases[name].median("p99_ms")
+
+    targets: list[tuple[str, float, str, bool]] = []
+
+    def target(label: str, value: float, goal: str, ok: bool) -> None:
+        targets.append((label, value, goal, ok))
+
+    target(
+        "hold-spread / bare (1 worker)",
+        rps("hold-spread") / rps("bare"),
+        ">= 0.5",
+        rps("hold-spread") >= 0.5 * rps("bare"),
+    )
+    target(
+        "availability / bare",
+        rps("availability") / rps("bare"),
+        ">= 0.8",
+        rps("availability") >= 0.8 * rps("bare"),
+    )
+    hot_ratio = rps("hold-hot (2w)") / max(rps("pg-hot (2w)"), 1e-9)
+    target("hold-hot / pg-hot req/s (2 workers)", hot_ratio, ">= 10", hot_ratio >= 10)
+    p99_ratio = p99("hold-hot (2w)") / max(p99("pg-hot (2w)"), 1e-9)
+    target("hold-hot p99 / pg-hot p99 (2 workers)", p99_ratio, "<= 0.2", p99_ratio <= 0.2)
+    spread_ratio = rps("hold-spread (2w)") / max(rps("pg-spread (2w)"), 1e-9)
+    target("hold-spread / pg-spread (2 workers)", spread_ratio, ">= 4", spread_ratio >= 4)
+    drain_ratio = drain_rate / rps("hold-spread")
+    target("drain events/s / hold-spread req/s", drain_ratio, ">= 3", drain_ratio >= 3)
+    if catalog_case is not None and catalog_case.results:
+        cat = catalog_case.median("requests_per_s") / rps("hold-spread")
+        target("hold-spread 100k catalog / 1k catalog", cat, ">= 0.9", cat >= 0.9)
+    target("hold script server cost (us/call)", evalsha_us, "<= 20", 0 < evalsha_us <= 20)
+    if memory:
+        target("Redis bytes per active hold", memory, "<= 400", memory <= 400)
+
+    lines = [
+        "# Performance",
+        "",
+        "Written by `make bench` (bench/run.py); do not edit the tables by hand.",
+        "",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {_cpu()}, {platform.platform()}",
+        f"- servers: {_server_versions(bench)}",
+        f"- Python {platform.python_version()}: {_versions()}",
+        f"- load generator: {'wrk -t1' if wrk_available() else 'bench/pyload.py'},"
+        f" {bench.args.connections} connections, {bench.args.duration:g} s per case,"
+        f" {bench.args.rounds} rounds alternating the cases; figures are medians of the rounds",
+        f"- command: `python bench/run.py --rounds {bench.args.rounds}"
+        f" --duration {bench.args.duration:g} --connections {bench.args.connections}"
+        f" --slots {bench.args.slots}`",
+        "- API: `slotkeeper serve --workers N` (uvloop, httptools), access log off, hold rate limit"
+        " off, per-user cap raised; `slotkeeper worker` draining meanwhile",
+        "",
+        "| case | req/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+        *(_row(c) for c in cases.values() if c.results),
+    ]
+    if catalog_case is not None and catalog_case.results:
+        lines.append(_row(catalog_case))
+    lines += [
+        "",
+        f"pg cases: the row-lock design at its best pool size"
+        f" (hot: {cases['pg-hot (2w)'].pool}, spread: {cases['pg-spread (2w)'].pool});"
+        " calibration: " + "; ".join(bench.notes) + ".",
+        "",
+        f"drain: {drained:,} hold events written to PostgreSQL at {drain_rate:,.0f} events/s"
+        " (the worker's batch path: XREADGROUP 500, one transaction, XACK).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | goal | met |",
+        "|---|---:|---|---|",
+        *(
+            f"| {label} | {value:.2f} | {goal} | {'yes' if ok else '**no**'} |"
+            for label, value, goal, ok in targets
+        ),
+        "",
+    ]
+    return "\n".join(lines)
