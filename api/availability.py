@@ -6,7 +6,8 @@
 - The warmer refreshes at half the bound while requests keep coming, so under
   steady traffic no request waits; with no readers it stays idle.
 - ``invalidate()`` (called after every change this node makes) makes the copy
-  stale at once, so a client reads its own writes on the node it wrote to.
+  stale at once, so a client reads its own writes on the node it wrote to; it
+  costs nothing until someone reads.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ class AvailabilityCache:
         self.rebuilds = 0
 
     def invalidate(self) -> None:
+        # Only marks the copy stale: the next reader rebuilds it. Waking the
+        # warmer here would rebuild after every hold even with nobody reading.
         self._generation += 1
-        self._wanted.set()
 
     async def get(self) -> Snapshot:
         snap = self._snapshot
