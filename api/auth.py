@@ -11,10 +11,12 @@ import jwt
 from starlette.requests import Request
 
 from .problems import Problem
+from .revocation import Denylist
 
 __all__ = ["Principal", "TokenService"]
 
 _LEEWAY_S = 5
+_VERIFIED_CACHE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +47,17 @@ class TokenService:
         refresh_window_s: int,
         redis: Any,
         key_prefix: str,
+        mirror_revocations: bool = True,
     ) -> None:
         self._secret = secret
         self._algorithms = [algorithm]
         self._algorithm = algorithm
         self.ttl_s = ttl_s
         self.refresh_window_s = refresh_window_s
-        self._redis = redis
-        self._revoked_prefix = f"{key_prefix}auth:revoked:"
+        self.denylist = Denylist(redis, key_prefix, mirror=mirror_revocations)
+        # token -> its verified claims: a client sends the same token for an hour,
+        # so the signature and JSON work is done once per token, not per request.
+        self._verified: dict[str, Principal] = {}
 
     def issue(self, user_id: int, role: str) -> dict[str, Any]:
         now = int(time.time())
@@ -67,12 +72,24 @@ class TokenService:
         return {"access_token": token, "token_type": "Bearer", "expires_in": self.ttl_s}
 
     def _decode(self, token: str, *, verify_exp: bool) -> Principal:
+        principal = self._verified.get(token)
+        if principal is None:
+            principal = self._verify(token)
+            if len(self._verified) >= _VERIFIED_CACHE:
+                del self._verified[next(iter(self._verified))]  # oldest first
+            self._verified[token] = principal
+        if verify_exp and principal.expires_at + _LEEWAY_S < time.time():
+            raise _unauthorized("the access token has expired; refresh it")
+        return principal
+
+    def _verify(self, token: str) -> Principal:
+        """Signature, algorithm and claims; expiry is checked per use by _decode."""
         try:
             claims = jwt.decode(
                 token,
                 self._secret,
                 algorithms=self._algorithms,
-                options={"require": ["sub", "exp", "jti"], "verify_exp": verify_exp},
+                options={"require": ["sub", "exp", "jti"], "verify_exp": False},
                 leeway=_LEEWAY_S,
             )
             return Principal(
@@ -81,8 +98,6 @@ class TokenService:
                 jti=str(claims["jti"]),
                 expires_at=int(claims["exp"]),
             )
-        except jwt.ExpiredSignatureError:
-            raise _unauthorized("the access token has expired; refresh it") from None
         except (jwt.InvalidTokenError, ValueError, TypeError):
             raise _unauthorized("the access token is invalid") from None
 
@@ -96,7 +111,7 @@ class TokenService:
 
     async def authenticate(self, request: Request) -> Principal:
         principal = self._decode(self.bearer(request), verify_exp=True)
-        if await self._redis.exists(self._revoked_prefix + principal.jti):
+        if await self.denylist.is_revoked(principal.jti):
             raise _unauthorized("the access token was refreshed and is no longer valid")
         request.state.user_id = principal.user_id
         return principal
@@ -112,11 +127,8 @@ class TokenService:
         refreshable_until = principal.expires_at + self.refresh_window_s
         if now > refreshable_until:
             raise _unauthorized("the access token expired too long ago; log in again")
-        first = await self._redis.set(
-            self._revoked_prefix + principal.jti,
-            "1",
-            nx=True,
-            ex=max(1, refreshable_until - now + _LEEWAY_S),
+        first = await self.denylist.revoke(
+            principal.jti, max(1, refreshable_until - now + _LEEWAY_S)
         )
         if not first:
             raise _unauthorized("the access token was already refreshed")

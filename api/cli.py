@@ -89,6 +89,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         access_log=False,  # ours is structured (api/middleware.py)
+        log_config=None,  # uvicorn logs through the root logger configured above
         log_level=settings.log_level.lower(),
         proxy_headers=True,
     )
@@ -153,6 +154,7 @@ def run(
             loop="uvloop",
             http="httptools",
             access_log=False,
+            log_config=None,
             log_level=settings.log_level.lower(),
         )
 

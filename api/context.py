@@ -84,6 +84,7 @@ class AppContext:
                 refresh_window_s=settings.refresh_window_s,
                 redis=redis,
                 key_prefix=prefix,
+                mirror_revocations=not settings.redis_cluster,
             ),
             cache=AvailabilityCache(engine.availability, settings.availability_cache_ms / 1000),
             metrics=Metrics(),
@@ -107,6 +108,7 @@ class AppContext:
         with contextlib.suppress(Exception):  # Redis may be down at start; readyz says so
             await engine.load_scripts()
         ctx.cache.start()
+        ctx.tokens.denylist.start()
         if settings.with_worker:
             from sync.service import SyncService
 
@@ -118,6 +120,7 @@ class AppContext:
         if self.sync is not None:
             await self.sync.stop()
         await self.cache.stop()
+        await self.tokens.denylist.stop()
         await self.pool.close()
         for client in self._owned:
             await client.aclose()

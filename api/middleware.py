@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ def _request_id(scope: Scope) -> bytes:
             if 0 < len(value) <= _MAX_REQUEST_ID and all(33 <= c <= 126 for c in value):
                 return bytes(value)
             break
-    return uuid.uuid4().hex.encode()
+    return os.urandom(12).hex().encode()
 
 
 class RequestMiddleware:
@@ -37,6 +37,7 @@ class RequestMiddleware:
         self.timeout_s = timeout_s
         self.metrics = metrics
         self.access_log = access_log
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,8 +77,16 @@ class RequestMiddleware:
         route = scope.get("route")
         template = route.path if route is not None else "unmatched"
         method = scope["method"]
-        self.metrics.requests.labels(template, method, str(status)).inc()
-        self.metrics.latency.labels(template, method).observe(elapsed_s)
+        key = (template, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() takes a lock and builds a tuple: once per key
+            children = (
+                self.metrics.requests.labels(template, method, str(status)),
+                self.metrics.latency.labels(template, method),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed_s)
         if self.access_log and log.isEnabledFor(logging.INFO):
             state = scope.get("state") or {}
             log.info(

@@ -69,7 +69,9 @@ def create_app() -> Starlette:
             redis=redis,
             key_prefix=settings.key_prefix,
         )
+        app.state.tokens.denylist.start()  # the same JWT check as slotkeeper's
         yield
+        await app.state.tokens.denylist.stop()
         await app.state.pool.close()
         await redis.aclose()
 

@@ -24,6 +24,7 @@ from redis.exceptions import (
 )
 
 from . import errors
+from .coalesce import Coalescer
 from .keys import MAX_SLOT_ID, KeySchema, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
 from .scripts import Scripts
@@ -72,6 +73,7 @@ class Engine:
         self._redis = redis
         self._read = read_redis if read_redis is not None else redis
         self._scripts = Scripts(redis)
+        self._coalescer = Coalescer(redis) if self.settings.coalesce else None
         self._hold_ttl_ms = str(self.settings.hold_ttl_s * 1000)
         self._idempotency_ttl_ms = str(self.settings.idempotency_ttl_s * 1000)
         self._batch = str(self.settings.housekeeping_batch)
@@ -115,7 +117,7 @@ class Engine:
             idempotency_key,
         ]
         async with _redis_errors():
-            reply = await self._scripts.hold(keys=keys, args=args, client=self._redis)
+            reply = await self._run(self._scripts.hold, keys, args)
         tag = _text(reply[0])
         if tag == "created":
             return Outcome(Hold.from_stored(reply[1]), changed=True)
@@ -164,7 +166,7 @@ class Engine:
             "" if user_id is None else user_id,
         ]
         async with _redis_errors():
-            reply = await script(keys=self.keys.partition(partition), args=args, client=self._redis)
+            reply = await self._run(script, self.keys.partition(partition), args)
         if _text(reply[0]) == "state_unavailable":
             raise errors.StateUnavailable(partition)
         return reply
@@ -236,6 +238,11 @@ class Engine:
         if _text(reply[0]) == "state_unavailable":
             raise errors.StateUnavailable(partition)
         return int(reply[1]), int(reply[2])
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        if self._coalescer is not None:
+            return await self._coalescer.call(script, keys, args)
+        return await script(keys=keys, args=args, client=self._redis)
 
     # -- reads ----------------------------------------------------------------
 

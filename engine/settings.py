@@ -23,6 +23,8 @@ class EngineSettings:
     # Cancelled and expired holds stay readable in Redis this long; their history
     # lives in PostgreSQL. Bounds Redis memory by live holds, not all holds ever.
     finished_retention_s: int = 86_400
+    # Send the hold/confirm/cancel calls of one event-loop turn as one pipeline.
+    coalesce: bool = True
 
     def __post_init__(self) -> None:
         positive = {

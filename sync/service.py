@@ -27,7 +27,8 @@ EXPIRED_COUNTER = "sync:expired_total"
 
 log = logging.getLogger("slotkeeper.sync")
 
-_IDLE_SLEEP_S = 0.02
+_IDLE_SLEEP_S = 0.01
+_MAX_IDLE_SLEEP_S = 0.2
 _ERROR_SLEEP_S = 0.5
 
 
@@ -128,10 +129,16 @@ class SyncService:
     # -- loops (in-process mode) ------------------------------------------------
 
     async def _drain_forever(self) -> None:
+        idle_s = _IDLE_SLEEP_S
         while True:
             try:
-                if not await self.drain_round():
-                    await asyncio.sleep(_IDLE_SLEEP_S)
+                if await self.drain_round():
+                    idle_s = _IDLE_SLEEP_S
+                else:
+                    # Nothing to write: poll less and less often, up to a bound,
+                    # so an idle deployment does not keep Redis busy.
+                    await asyncio.sleep(idle_s)
+                    idle_s = min(idle_s * 2, _MAX_IDLE_SLEEP_S)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis or PostgreSQL away: retry, never die
