@@ -25,6 +25,7 @@ import orjson
 from engine import Slot
 
 from .http import slot_body
+from .tasks import cancel_and_wait
 
 __all__ = ["AvailabilityCache", "Snapshot"]
 
@@ -113,9 +114,7 @@ class AvailabilityCache:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
 
     async def _warm(self) -> None:
         period = self.max_age_s / 2

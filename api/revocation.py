@@ -16,6 +16,8 @@ import logging
 import time
 from typing import Any
 
+from .tasks import cancel_and_wait
+
 __all__ = ["Denylist"]
 
 log = logging.getLogger("slotkeeper.auth")
@@ -58,9 +60,7 @@ class Denylist:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
 
     async def _follow(self) -> None:
         while True:
