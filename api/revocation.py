@@ -22,6 +22,7 @@ __all__ = ["Denylist"]
 
 log = logging.getLogger("slotkeeper.auth")
 _RETRY_S = 1.0
+_POLL_S = 0.5
 
 
 class Denylist:
@@ -65,14 +66,17 @@ class Denylist:
     async def _follow(self) -> None:
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._channel)
                     # Subscribed first, then loaded: a revocation made in between
                     # arrives as a message, so none is missed.
                     await self._load()
                     self.synced = True
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                    while True:
+                        # A bounded wait, not listen(): a quiet channel must not
+                        # look like a dead connection to the socket timeout.
+                        message = await pubsub.get_message(timeout=_POLL_S)
+                        if message is not None:
                             self._apply(message["data"])
             except asyncio.CancelledError:
                 raise

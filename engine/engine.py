@@ -228,8 +228,8 @@ class Engine:
             return _slot_from_fields(slot_id, reply[1:])
         raise self._refusal(tag, reply, partition=partition, slot_id=slot_id)
 
-    async def sweep(self, partition: int, *, now_ms: int | None = None) -> tuple[int, int]:
-        """Expire due holds of one partition: (expired now, due holds still waiting)."""
+    async def sweep(self, partition: int, *, now_ms: int | None = None) -> tuple[int, bool]:
+        """Expire due holds of one partition, one batch: (expired, more are due)."""
         args = [_clock(now_ms), self._batch, self._retention_ms]
         async with _redis_errors():
             reply = await self._scripts.expire(
@@ -237,7 +237,7 @@ class Engine:
             )
         if _text(reply[0]) == "state_unavailable":
             raise errors.StateUnavailable(partition)
-        return int(reply[1]), int(reply[2])
+        return int(reply[1]), bool(int(reply[2]))
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         if self._coalescer is not None:
@@ -259,7 +259,7 @@ class Engine:
             raise errors.StateUnavailable(partition)
         if raw is None:
             raise errors.HoldNotFound(hold_id)
-        return Hold.from_stored(raw)
+        return Hold.from_stored(raw, hold_id)
 
     async def slot(self, slot_id: int) -> Slot:
         partition = self.keys.partition_of(slot_id)
@@ -319,8 +319,10 @@ class Engine:
         """Every hold Redis keeps for a partition (reconciliation; HSCAN, not blocking)."""
         holds = []
         async with _redis_errors():
-            async for _, raw in self._redis.hscan_iter(self.keys.holds(partition), count=1000):
-                holds.append(Hold.from_stored(raw))
+            async for hold_id, raw in self._redis.hscan_iter(
+                self.keys.holds(partition), count=1000
+            ):
+                holds.append(Hold.from_stored(raw, _text(hold_id)))
         return holds
 
     async def partition_slots(self, partition: int) -> list[Slot]:
@@ -344,7 +346,8 @@ class Engine:
         serialise rebuilds of one partition (the sync worker holds a lock).
         """
         slots = list(slots)
-        holds = list(holds)
+        # The expiry and finished queues are in time order (lua/lib.lua).
+        holds = sorted(holds, key=_queue_time)
         known = {s.slot_id for s in slots}
         for hold in holds:
             if hold.slot_id not in known or self.keys.partition_of(hold.slot_id) != partition:
@@ -412,6 +415,12 @@ class Engine:
             case "replay_archived":
                 return errors.HoldArchived(_text(reply[1]))
         raise RuntimeError(f"unexpected script reply {tag!r}")
+
+
+def _queue_time(hold: Hold) -> int:
+    if hold.status == "held":
+        return hold.expires_at_ms
+    return hold.cancelled_at_ms or hold.expired_at_ms or hold.created_at_ms
 
 
 def _check_slot_id(slot_id: int) -> None:

@@ -23,32 +23,34 @@ class Hold:
     created_at_ms: int
     expires_at_ms: int
     version: int
+    # Known from the durable record only: Redis keeps the key's record, not the key
+    # on the hold (lua/lib.lua), so holds read from Redis leave it empty.
     idempotency_key: str = ""
     confirmed_at_ms: int | None = None
     cancelled_at_ms: int | None = None
     expired_at_ms: int | None = None
 
     @classmethod
-    def from_stored(cls, raw: bytes | str) -> Hold:
-        """Decode the compact JSON the scripts store and emit (lua/lib.lua)."""
+    def from_stored(cls, raw: bytes | str, hold_id: str | None = None) -> Hold:
+        """Decode the compact JSON the scripts emit (lua/lib.lua); a stored record
+        has no id of its own (it is the hash field), so pass ``hold_id`` then."""
         d = orjson.loads(raw)
         return cls(
-            hold_id=d["i"],
-            slot_id=int(d["s"]),
+            hold_id=hold_id if hold_id is not None else d["i"],
+            slot_id=int(d["s"]) if "s" in d else int((hold_id or "").partition("-")[0]),
             user_id=d["u"],
             quantity=int(d["q"]),
             status=d["st"],
             created_at_ms=int(d["c"]),
             expires_at_ms=int(d["e"]),
             version=int(d["v"]),
-            idempotency_key=d.get("k", ""),
             confirmed_at_ms=_opt_int(d.get("cf")),
             cancelled_at_ms=_opt_int(d.get("ca")),
             expired_at_ms=_opt_int(d.get("xa")),
         )
 
     def to_stored(self) -> dict[str, Any]:
-        """The stored form, as load_partition.lua expects it."""
+        """The event form (with id and key), as load_partition.lua expects it."""
         d: dict[str, Any] = {
             "i": self.hold_id,
             "s": str(self.slot_id),

@@ -2,7 +2,7 @@
 --
 -- KEYS[1..7] partition keys, as in lib.lua
 -- ARGV[1..3] clock, batch, retention (lib.lua): expires at most ARGV[2] due holds
--- Returns    {'swept', expired count, due holds still waiting}
+-- Returns    {'swept', expired count, 1 if more queue entries are due else 0}
 -- Refusals   {'state_unavailable'}
 -- Emits      one 'expired' hold event per expired hold
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
@@ -12,4 +12,8 @@ if not has_epoch() then
 end
 local now = clock_ms()
 local expired = housekeep(now)
-return {'swept', expired, redis.call('ZCOUNT', KEYS[K_EXPIRY], '-inf', now)}
+local more = 0
+if expiry_due(now) then
+    more = 1
+end
+return {'swept', expired, more}

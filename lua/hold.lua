@@ -11,7 +11,8 @@
 -- ARGV[9]    idempotency memory, ms
 -- ARGV[10]   most units one user may have held on one slot
 -- ARGV[11]   the idempotency key as sent, recorded on the hold
--- Returns    {'created', hold}  |  {'replayed', hold}  (the hold as JSON, current state)
+-- Returns    {'created', hold}  |  {'replayed', hold}  (the hold as JSON, current state;
+--            a replayed hold that is due is expired first)
 -- Refusals   {'state_unavailable'} | {'not_found'} | {'closed'} | {'capacity', remaining}
 --            | {'user_limit', held} | {'idempotency_mismatch', quantity}
 --            | {'replay_archived', hold id, quantity} (hold forgotten after retention)
@@ -39,9 +40,7 @@ if remembered then
         return {'replay_archived', hold_id, first_quantity}
     end
     -- Housekeeping is bounded, so this hold may be due and not yet expired.
-    if hold.st == 'held' and hold.e <= now then
-        return {'replayed', expire_hold(hold, now)}
-    end
+    settle(hold, now)
     return {'replayed', cjson.encode(hold)}
 end
 
@@ -63,11 +62,11 @@ end
 
 local hold = {
     i = ARGV[7], s = slot_id, u = user_id, q = quantity, st = 'held',
-    c = now, e = now + tonumber(ARGV[8]), v = 1, k = ARGV[11],
+    c = now, e = now + tonumber(ARGV[8]), v = 1,
 }
 redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), -quantity)
 redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(slot_id, 'held'), quantity)
 add_user_held(hold, quantity)
-redis.call('ZADD', KEYS[K_EXPIRY], hold.e, hold.i)
+redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
 redis.call('SET', KEYS[8], quantity .. '|' .. hold.i, 'PX', ARGV[9])
-return {'created', save_hold(hold)}
+return {'created', save_hold(hold, ARGV[11])}

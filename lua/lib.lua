@@ -7,9 +7,9 @@
 -- KEYS[1]  epoch marker        {p<N>}:epoch      string, written only by load_partition
 -- KEYS[2]  slots               {p<N>}:slots      hash  <slot>:cap|rem|held|conf|state|meta
 -- KEYS[3]  holds               {p<N>}:holds      hash  <hold id> -> hold JSON
--- KEYS[4]  expiry index        {p<N>}:expiry     zset  hold id scored by expires_at (held only)
+-- KEYS[4]  expiry queue        {p<N>}:expiry     list  "<expires_at>|<hold id>", oldest first
 -- KEYS[5]  held per user       {p<N>}:user_held  hash  <slot>:<user> -> held quantity
--- KEYS[6]  finished index      {p<N>}:finished   zset  hold id scored by finish time
+-- KEYS[6]  finished queue      {p<N>}:finished   list  "<finished at>|<hold id>", oldest first
 -- KEYS[7]  events              {p<N>}:events     stream, one entry per state change
 --
 -- and the same three housekeeping arguments first:
@@ -19,10 +19,21 @@
 --          finished holds forgotten, per call
 -- ARGV[3]  retention of finished (cancelled/expired) holds, milliseconds
 --
--- A hold is stored as compact JSON, the same bytes that go into its event:
---   i hold id, s slot id, u user id, q quantity, st status, c created_at,
---   e expires_at, cf confirmed_at, ca cancelled_at, xa expired_at, v version,
---   k idempotency key. Ids are strings; times are integer milliseconds.
+-- A hold is stored as compact JSON under its id:
+--   u user id, q quantity, st status, c created_at, e expires_at,
+--   cf confirmed_at, ca cancelled_at, xa expired_at, v version.
+-- Its events (and replies) carry the same JSON plus i, the hold id, s, its slot
+-- (the id's prefix), and, on the event that creates it, k, the idempotency key.
+-- Ids are strings; times are integer milliseconds. Every byte here is paid once
+-- per live hold, hence the short names.
+--
+-- Why queues, not sorted sets: the hold lifetime is one setting, so holds fall
+-- due in the order they were made, and finished holds are forgotten in the
+-- order they finished. A list entry costs a fraction of a sorted-set member.
+-- Entries of holds that were confirmed or cancelled meanwhile are skipped when
+-- they reach the head. (After the lifetime setting is lowered, new holds may wait
+-- behind older ones for the background expiry; commands still expire any due
+-- hold they touch, see settle().)
 
 local K_EPOCH, K_SLOTS, K_HOLDS, K_EXPIRY, K_USER_HELD, K_FINISHED, K_EVENTS = 1, 2, 3, 4, 5, 6, 7
 
@@ -47,15 +58,25 @@ local function load_hold(hold_id)
     if not raw then
         return nil
     end
-    return cjson.decode(raw)
+    local hold = cjson.decode(raw)
+    hold.i = hold_id
+    hold.s = string.match(hold_id, '^(%d+)-')
+    return hold
 end
 
--- Store the hold and append its event with the same bytes; returns the JSON.
-local function save_hold(hold)
-    local raw = cjson.encode(hold)
-    redis.call('HSET', KEYS[K_HOLDS], hold.i, raw)
-    redis.call('XADD', KEYS[K_EVENTS], '*', 'h', raw)
-    return raw
+-- Store the hold (without its id, which is the field) and append its event.
+-- ``key`` is the idempotency key, given on the event that creates the hold.
+-- Returns the event's JSON, which is also the reply.
+local function save_hold(hold, key)
+    local id, slot = hold.i, hold.s
+    hold.i, hold.s = nil, nil
+    redis.call('HSET', KEYS[K_HOLDS], id, cjson.encode(hold))
+    hold.i, hold.s = id, slot
+    hold.k = key
+    local event = cjson.encode(hold)
+    hold.k = nil
+    redis.call('XADD', KEYS[K_EVENTS], '*', 'h', event)
+    return event
 end
 
 local function add_user_held(hold, delta)
@@ -66,10 +87,10 @@ local function add_user_held(hold, delta)
 end
 
 -- Take a hold out of 'held': its quantity leaves the slot's held counter.
+-- (Its expiry queue entry stays and is skipped when it reaches the head.)
 local function release_held(hold)
     redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'held'), -hold.q)
     add_user_held(hold, -hold.q)
-    redis.call('ZREM', KEYS[K_EXPIRY], hold.i)
 end
 
 local function give_back(hold)
@@ -77,7 +98,7 @@ local function give_back(hold)
 end
 
 local function mark_finished(hold, now)
-    redis.call('ZADD', KEYS[K_FINISHED], now, hold.i)
+    redis.call('RPUSH', KEYS[K_FINISHED], now .. '|' .. hold.i)
 end
 
 local function transition(hold, status, at_field, now)
@@ -94,26 +115,54 @@ local function expire_hold(hold, now)
     return transition(hold, 'expired', 'xa', now)
 end
 
+-- Split a queue entry "<ms>|<hold id>".
+local function queue_entry(entry)
+    local sep = string.find(entry, '|', 1, true)
+    return tonumber(string.sub(entry, 1, sep - 1)), string.sub(entry, sep + 1)
+end
+
+-- Take up to ``batch`` entries due at ``due_by`` off the head of a queue and
+-- hand each to ``visit``. Returns how many were taken.
+local function drain_queue(queue, due_by, batch, visit)
+    local head = redis.call('LRANGE', queue, 0, batch - 1)
+    local taken = 0
+    for _, entry in ipairs(head) do
+        local at, hold_id = queue_entry(entry)
+        if at > due_by then
+            break
+        end
+        visit(at, hold_id)
+        taken = taken + 1
+    end
+    if taken > 0 then
+        redis.call('LTRIM', queue, taken, -1)
+    end
+    return taken
+end
+
 -- Expire due holds and forget old finished ones, a bounded number of each.
 -- Returns how many holds were expired.
 local function housekeep(now)
     local batch = tonumber(ARGV[2])
-    local due = redis.call('ZRANGEBYSCORE', KEYS[K_EXPIRY], '-inf', now, 'LIMIT', 0, batch)
-    for _, hold_id in ipairs(due) do
+    local expired = 0
+    drain_queue(KEYS[K_EXPIRY], now, batch, function(at, hold_id)
         local hold = load_hold(hold_id)
-        if hold then
+        -- Confirmed or cancelled since it was queued: nothing to do.
+        if hold and hold.st == 'held' and hold.e == at then
             expire_hold(hold, now)
-        else
-            redis.call('ZREM', KEYS[K_EXPIRY], hold_id)
+            expired = expired + 1
         end
-    end
-    local horizon = now - tonumber(ARGV[3])
-    local old = redis.call('ZRANGEBYSCORE', KEYS[K_FINISHED], '-inf', horizon, 'LIMIT', 0, batch)
-    if #old > 0 then
-        redis.call('HDEL', KEYS[K_HOLDS], unpack(old))
-        redis.call('ZREM', KEYS[K_FINISHED], unpack(old))
-    end
-    return #due
+    end)
+    drain_queue(KEYS[K_FINISHED], now - tonumber(ARGV[3]), batch, function(_, hold_id)
+        redis.call('HDEL', KEYS[K_HOLDS], hold_id)
+    end)
+    return expired
+end
+
+-- Is the head of the expiry queue due (more work for the sweep)?
+local function expiry_due(now)
+    local head = redis.call('LINDEX', KEYS[K_EXPIRY], 0)
+    return head and queue_entry(head) <= now
 end
 
 -- A held hold whose time has come is expired on the spot, so no command ever

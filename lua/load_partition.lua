@@ -8,7 +8,9 @@
 --            ('' entries are not allowed: pass a key for every hold)
 -- ARGV[1]    phase: 'begin' | 'slots' | 'holds' | 'commit'
 -- ARGV[2]    'slots': JSON array of {id, cap, state, meta}
---            'holds': JSON array of holds in the stored form (lib.lua)
+--            'holds': JSON array of holds as events carry them (lib.lua: with i
+--            and k), held ones in order of expires_at, finished ones in order of
+--            finish time (the queues must stay in time order)
 --            'commit': the epoch marker's value
 -- ARGV[3]    clock ms ('' = redis TIME), 'holds' only
 -- ARGV[4]    idempotency memory ms, 'holds' only
@@ -46,17 +48,20 @@ if phase == 'holds' then
     end
     local idempotency_ms = tonumber(ARGV[4])
     for n, hold in ipairs(holds) do
-        redis.call('HSET', KEYS[K_HOLDS], hold.i, cjson.encode(hold))
+        local id, key, slot = hold.i, hold.k, hold.s
+        hold.i, hold.k, hold.s = nil, nil, nil
+        redis.call('HSET', KEYS[K_HOLDS], id, cjson.encode(hold))
+        hold.i, hold.k, hold.s = id, key, slot
         if hold.st == 'held' then
             redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':rem', -hold.q)
             redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':held', hold.q)
             redis.call('HINCRBY', KEYS[K_USER_HELD], hold.s .. ':' .. hold.u, hold.q)
-            redis.call('ZADD', KEYS[K_EXPIRY], hold.e, hold.i)
+            redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
         elseif hold.st == 'confirmed' then
             redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':rem', -hold.q)
             redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':conf', hold.q)
         else
-            redis.call('ZADD', KEYS[K_FINISHED], hold.ca or hold.xa or now, hold.i)
+            redis.call('RPUSH', KEYS[K_FINISHED], (hold.ca or hold.xa or now) .. '|' .. hold.i)
         end
         local ttl = hold.c + idempotency_ms - now
         if hold.k and hold.k ~= '' and ttl > 0 then

@@ -76,11 +76,18 @@ async def drain_partition(
     stream = engine.keys.events(partition)
     stats = DrainStats()
     await ensure_group(redis, stream)
-    # Entries another consumer read and never acknowledged (it died) come first.
-    _, claimed, _ = await redis.xautoclaim(
-        stream, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=batch
-    )
-    raw = list(claimed)
+    # This consumer's own unacknowledged entries first (its last write failed, e.g.
+    # PostgreSQL was down): nobody else takes them before claim_idle_ms.
+    raw: list[Any] = []
+    for _, items in await redis.xreadgroup(GROUP, consumer, {stream: "0"}, count=batch) or []:
+        raw.extend(items)
+    # Then entries another consumer read and never acknowledged (it died).
+    if len(raw) < batch:
+        _, claimed, _ = await redis.xautoclaim(
+            stream, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=batch
+        )
+        seen = {entry_id for entry_id, _ in raw}
+        raw.extend(item for item in claimed if item[0] not in seen)
     stats.claimed = len(raw)
     if len(raw) < batch:
         reply = await redis.xreadgroup(
@@ -107,13 +114,16 @@ async def _trim(redis: Any, stream: str) -> None:
 
 async def _oldest_unacknowledged(redis: Any, stream: str) -> str | None:
     """The id of the oldest entry not acknowledged: pending, or not yet delivered."""
+    # The last delivered id is read before the pending list: an entry another
+    # consumer reads in between is then above `last` (kept), or in the list.
+    groups = await redis.xinfo_groups(stream)
+    last = next((g["last-delivered-id"] for g in groups if _text(g["name"]) == GROUP), None)
+    if last is None:  # no consumer group yet: nothing was ever acknowledged
+        first = await redis.xrange(stream, count=1)
+        return _text(first[0][0]) if first else None
     pending = await redis.xpending(stream, GROUP)
     if pending and pending.get("pending"):
         return _text(pending["min"])
-    groups = await redis.xinfo_groups(stream)
-    last = next((g["last-delivered-id"] for g in groups if _text(g["name"]) == GROUP), None)
-    if last is None:
-        return None
     after = await redis.xrange(stream, min=f"({_text(last)}", count=1)
     if after:
         return _text(after[0][0])

@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from .records import unknown_key
+
 __all__ = ["Entry", "write_batch"]
 
 log = logging.getLogger("slotkeeper.sync")
@@ -35,7 +37,9 @@ def _hold_rows(entry: Entry) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         int(d["u"]),
         int(d["q"]),
         d["st"],
-        d.get("k", ""),
+        # Only the creating event carries the key; on the others it is not used
+        # (the row exists), but the proposed row must pass the CHECK all the same.
+        d.get("k") or unknown_key(d["i"]),
         _at(d["c"]),
         _at(d["e"]),
         _at(d.get("cf")),
@@ -151,7 +155,13 @@ async def write_batch(pool: Any, entries: list[Entry]) -> int:
             async with conn.transaction():
                 await _apply(conn, entries)
             return 0
-        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, ValueError, KeyError):
+        except (
+            asyncpg.IntegrityConstraintViolationError,
+            asyncpg.DataError,
+            ValueError,
+            KeyError,
+            TypeError,  # a payload that is JSON but not an object
+        ):
             pass
         rejected = 0
         async with conn.transaction():
@@ -164,6 +174,7 @@ async def write_batch(pool: Any, entries: list[Entry]) -> int:
                     asyncpg.DataError,
                     ValueError,
                     KeyError,
+                    TypeError,
                 ) as exc:
                     rejected += 1
                     log.error("sync rejected %s %s: %s", entry.stream, entry.entry_id, exc)

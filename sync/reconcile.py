@@ -21,7 +21,7 @@ from engine import Engine, Hold
 
 from .drain import drain_stream
 from .events import Entry, write_batch
-from .records import HOLD_COLUMNS, hold_from_row
+from .records import HOLD_COLUMNS, hold_from_row, unknown_key
 from .restore import restore_partition
 
 __all__ = ["Drift", "check_partition", "reconcile"]
@@ -114,7 +114,7 @@ async def _write_to_postgres(pool: Any, engine: Engine, holds: list[Hold]) -> No
             f"reconcile:{engine.keys.events(engine.keys.partition_of(h.slot_id))}",
             f"{h.hold_id}:{h.version}",
             "h",
-            orjson.dumps(h.to_stored()),
+            orjson.dumps({**h.to_stored(), "k": h.idempotency_key or unknown_key(h.hold_id)}),
         )
         for h in holds
     ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from engine import Hold
 
-__all__ = ["HOLD_COLUMNS", "hold_from_row", "ms"]
+__all__ = ["HOLD_COLUMNS", "hold_from_row", "ms", "unknown_key"]
 
 HOLD_COLUMNS = (
     "hold_id, slot_id, user_id, quantity, status, idempotency_key, created_at, expires_at,"
@@ -34,3 +34,10 @@ def hold_from_row(row: Any) -> Hold:
         cancelled_at_ms=ms(row["cancelled_at"]),
         expired_at_ms=ms(row["expired_at"]),
     )
+
+
+def unknown_key(hold_id: str) -> str:
+    """Stands in for an idempotency key that is not at hand: Redis keeps the key's
+    own record, not the key on the hold, and only the event that creates a hold
+    carries it. Used only for holds PostgreSQL has not seen created."""
+    return f"unknown:{hold_id}"

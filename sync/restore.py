@@ -10,7 +10,7 @@ from typing import Any
 from engine import Engine, Hold, Slot
 
 from .drain import drain_stream
-from .records import HOLD_COLUMNS, hold_from_row
+from .records import HOLD_COLUMNS, hold_from_row, unknown_key
 
 __all__ = ["ensure_partitions", "restore_partition", "snapshot"]
 
@@ -127,7 +127,7 @@ async def restore_from_redis(engine: Engine, pool: Any, partition: int) -> int:
                     int(h.user_id),
                     h.quantity,
                     h.status,
-                    h.idempotency_key,
+                    h.idempotency_key or unknown_key(h.hold_id),
                     h.created_at_ms,
                     h.expires_at_ms,
                     h.confirmed_at_ms,

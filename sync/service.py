@@ -14,6 +14,7 @@ import os
 import socket
 from typing import Any
 
+from api.tasks import cancel_and_wait
 from engine import Engine, EngineError, StateUnavailable
 
 from .drain import drain_partition, sync_lag_ms
@@ -83,11 +84,10 @@ class SyncService:
         try:
             for partition in range(self.engine.settings.partitions):
                 with contextlib.suppress(StateUnavailable):  # rebuilt by restore()
-                    while True:
-                        count, still_due = await self.engine.sweep(partition)
+                    more = True
+                    while more:  # each call takes at least one due entry
+                        count, more = await self.engine.sweep(partition)
                         expired += count
-                        if not still_due or not count:
-                            break
         finally:
             with contextlib.suppress(Exception):
                 await lock.release()
@@ -165,9 +165,5 @@ class SyncService:
             self._tasks.append(loop.create_task(self._every(drift_period_s, self.check_drift)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(tasks)
