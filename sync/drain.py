@@ -9,7 +9,6 @@ upserts), so a batch applied twice changes nothing the second time.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +133,9 @@ async def _oldest_unacknowledged(redis: Any, stream: str) -> str | None:
 
 async def sync_lag_ms(engine: Engine, redis: Any) -> int:
     """Age of the oldest event not yet written to PostgreSQL, over all partitions."""
-    now_ms = int(time.time() * 1000)
+    # Redis time, like the stream ids: a skewed clock here must not read as lag.
+    seconds, micros = await redis.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
     oldest: int | None = None
     for partition in range(engine.settings.partitions):
         stream = engine.keys.events(partition)

@@ -61,18 +61,25 @@ class SyncService:
     async def drain_round(self) -> int:
         """One batch from every partition; entries written."""
         written = 0
+        failure: Exception | None = None
         for partition in range(self.engine.settings.partitions):
-            stats = await drain_partition(
-                self.engine,
-                self.redis,
-                self.pool,
-                partition,
-                consumer=self.consumer,
-                batch=self.batch,
-                claim_idle_ms=self.claim_idle_ms,
-            )
+            try:
+                stats = await drain_partition(
+                    self.engine,
+                    self.redis,
+                    self.pool,
+                    partition,
+                    consumer=self.consumer,
+                    batch=self.batch,
+                    claim_idle_ms=self.claim_idle_ms,
+                )
+            except Exception as exc:  # one partition's trouble must not stall the others
+                failure = exc
+                continue
             written += stats.written + stats.rejected
         self.written_total += written
+        if failure is not None and not written:
+            raise failure
         return written
 
     async def sweep(self) -> int | None:
@@ -145,7 +152,8 @@ class SyncService:
                 log.warning("drain failed: %s: %s", type(exc).__name__, exc)
                 await asyncio.sleep(_ERROR_SLEEP_S)
 
-    async def _every(self, period_s: float, duty: Any) -> None:
+    async def _every(self, period_s: float, duty: Any, *, first_after_s: float = 0.0) -> None:
+        await asyncio.sleep(first_after_s)
         while True:
             try:
                 await duty()
@@ -162,7 +170,13 @@ class SyncService:
         if periodic:
             self._tasks.append(loop.create_task(self._every(1.0, self.sweep)))
             self._tasks.append(loop.create_task(self._every(1.0, self.restore)))
-            self._tasks.append(loop.create_task(self._every(drift_period_s, self.check_drift)))
+            # The first check waits a period: right after start the drain is
+            # still catching up, and lag would be reported as drift.
+            self._tasks.append(
+                loop.create_task(
+                    self._every(drift_period_s, self.check_drift, first_after_s=drift_period_s)
+                )
+            )
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
