@@ -151,22 +151,23 @@ async def list_holds(request: Request) -> Response:
     return json_response([hold_body(hold_from_row(r)) for r in rows], 200, headers)
 
 
-async def confirm_hold(request: Request) -> Response:
+async def _change_hold(request: Request, command: str) -> Response:
+    """Confirm or cancel the caller's hold; the availability copy goes stale if it did."""
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
-    outcome = await ctx.engine.confirm(request.path_params["hold_id"], str(principal.user_id))
+    change = ctx.engine.confirm if command == "confirm" else ctx.engine.cancel
+    outcome = await change(request.path_params["hold_id"], str(principal.user_id))
     if outcome.changed:
         ctx.cache.invalidate()
     return json_response(hold_body(outcome.hold))
+
+
+async def confirm_hold(request: Request) -> Response:
+    return await _change_hold(request, "confirm")
 
 
 async def cancel_hold(request: Request) -> Response:
-    ctx: AppContext = request.app.state.ctx
-    principal = await ctx.tokens.authenticate(request)
-    outcome = await ctx.engine.cancel(request.path_params["hold_id"], str(principal.user_id))
-    if outcome.changed:
-        ctx.cache.invalidate()
-    return json_response(hold_body(outcome.hold))
+    return await _change_hold(request, "cancel")
 
 
 routes = [

@@ -281,9 +281,9 @@ def render(
         target("Redis bytes per active hold", memory, "<= 400", memory <= 400)
 
     lines = [
-        "# Performance",
+        "## Latest run",
         "",
-        "Written by `make bench` (bench/run.py); do not edit the tables by hand.",
+        "Written by `make bench` (bench/run.py); the prose outside this part is kept.",
         "",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {_cpu()}, {platform.platform()}",
@@ -313,7 +313,7 @@ def render(
         f"drain: {drained:,} hold events written to PostgreSQL at {drain_rate:,.0f} events/s"
         " (the worker's batch path: XREADGROUP 500, one transaction, XACK).",
         "",
-        "## Targets",
+        "### Targets",
         "",
         "| target | measured | goal | met |",
         "|---|---:|---|---|",

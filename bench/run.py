@@ -271,6 +271,17 @@ async def reset_stats(url: str) -> None:
         await client.aclose()
 
 
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def write_report(path: Path, report: str) -> None:
+    """Replace the generated part of ``path``; the prose around it is kept."""
+    text = path.read_text() if path.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    path.write_text(f"{head}{BEGIN}\n{report}\n{END}{tail}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -316,7 +327,7 @@ def main() -> None:
                         asyncio.run(deployment.cleanup())
             print(report)
             if args.output is not None:
-                args.output.write_text(report)
+                write_report(args.output, report)
                 print(f"written to {args.output}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -15,12 +15,10 @@ local now = guard()
 if not now then
     return {'state_unavailable'}
 end
-
-local hold = load_hold(ARGV[4])
-if not hold or (ARGV[5] ~= '' and hold.u ~= ARGV[5]) then
+local hold = owned_hold(now)
+if not hold then
     return {'not_found'}
 end
-settle(hold, now)
 
 if hold.st == 'held' then
     release_held(hold)

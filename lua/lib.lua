@@ -174,6 +174,16 @@ local function settle(hold, now)
     return hold
 end
 
+-- The hold ARGV[4] names, if ARGV[5] may act on it ('' = operators: anyone),
+-- settled; nil when unknown or someone else's (the two look the same).
+local function owned_hold(now)
+    local hold = load_hold(ARGV[4])
+    if not hold or (ARGV[5] ~= '' and hold.u ~= ARGV[5]) then
+        return nil
+    end
+    return settle(hold, now)
+end
+
 -- Fail closed: a partition without its epoch marker has lost its state.
 local function guard()
     if not has_epoch() then
