@@ -22,18 +22,18 @@ from typing import Any
 
 from .settings import Settings
 
-__all__ = ["EmbeddedServers", "apply_state", "dev_secret"]
+__all__ = ["EmbeddedServers", "apply_state", "dev_secret", "free_port", "port_free"]
 
 _STATE = "servers.json"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -98,8 +98,8 @@ class EmbeddedServers:
         folder.mkdir(parents=True, exist_ok=True)
         state = _read_state(self.data_dir)
         port = state.get("redis_port")
-        if not isinstance(port, int) or not _port_free(port):
-            port = _free_port()
+        if not isinstance(port, int) or not port_free(port):
+            port = free_port()
         self._redis = subprocess.Popen(
             [
                 valkey_binary(),

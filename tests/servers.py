@@ -3,35 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 
-__all__ = ["free_port", "redis_cluster", "redis_server"]
+from api.embedded import free_port as _free_port
+from api.embedded import port_free as _port_free
+from api.embedded import valkey_binary
 
+__all__ = ["PrivateRedis", "free_port", "redis_cluster", "stop_process"]
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+_READY_S = 20.0
+_STOP_S = 5.0
 
 
 def free_port(cluster_bus: bool = False) -> int:
     """A free port; with ``cluster_bus`` also port + 10000 (Redis Cluster's bus)."""
     if not cluster_bus:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
+        return _free_port()
     while True:
         port = random.randint(20_000, 45_000)
-        if _bindable(port) and _bindable(port + 10_000):
+        if _port_free(port) and _port_free(port + 10_000):
             return port
 
 
@@ -40,62 +39,123 @@ def _redis_binary(name: str) -> str:
     path = shutil.which(name)
     if path is not None:
         return path
-    from api.embedded import valkey_binary
-
     candidate = Path(valkey_binary()).with_name(name.replace("redis", "valkey"))
     if candidate.exists():
         return str(candidate)
     raise RuntimeError(f"neither {name} nor a Valkey equivalent was found")
 
 
-def _wait_for_ping(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
-            s.sendall(b"PING\r\n")
-            if s.recv(16).startswith(b"+PONG"):
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"redis-server on port {port} did not answer")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate by PID, then kill if it lingers."""
+    if proc.poll() is not None:
+        return
     proc.terminate()
     try:
-        proc.wait(5)
+        proc.wait(_STOP_S)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(5)
+        proc.wait(_STOP_S)
 
 
-@contextlib.contextmanager
-def redis_server(workdir: Path, *extra: str, port: int | None = None) -> Iterator[int]:
-    """A private redis-server on a free port; yields the port."""
-    port = port or free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            _redis_binary("redis-server"),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_ping(port)
-        yield port
-    finally:
-        _stop(proc)
+class PrivateRedis:
+    """One redis-server process at a time of this test's own, on a fixed port and
+    directory across restarts. A context manager: started on entry, stopped on exit."""
+
+    def __init__(self, workdir: Path, *args: str, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.args = args
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._paused = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start (or start again, replaying whatever the data directory holds)."""
+        if self.running:
+            raise RuntimeError("redis-server is already running")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            [
+                _redis_binary("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                str(self.workdir),
+                *self.args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        # While an AOF is replayed the server answers -LOADING, not +PONG.
+        deadline = time.monotonic() + _READY_S
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(f"redis-server on port {self.port} exited at start")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2) as s,
+            ):
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server on port {self.port} did not answer")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final fsync, no RDB; only what the AOF already has."""
+        if not self.running:
+            raise RuntimeError("redis-server is not running")
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGKILL)
+        self._proc.wait(_STOP_S)
+
+    def stop(self) -> None:
+        """Terminate (Redis writes its AOF on SIGTERM), then kill if it lingers."""
+        if self._proc is None:
+            return
+        self.resume()  # a stopped process cannot act on SIGTERM
+        stop_process(self._proc)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections, nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        if self._paused and self.running:
+            os.kill(self.pid, signal.SIGCONT)
+        self._paused = False
+
+    def __enter__(self) -> PrivateRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 @contextlib.contextmanager
@@ -105,7 +165,7 @@ def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[list[int]]:
     with contextlib.ExitStack() as stack:
         for port in ports:
             stack.enter_context(
-                redis_server(
+                PrivateRedis(
                     workdir / str(port),
                     "--cluster-enabled",
                     "yes",

@@ -1,5 +1,6 @@
-"""A real `slotkeeper serve` process (uvicorn, uvloop, httptools) for end-to-end tests,
-and a private redis-server the test can stop, pause and restart.
+"""A real `slotkeeper serve` process (uvicorn, uvloop, httptools) for end-to-end tests;
+with ``PrivateRedis`` (tests/servers.py), a private redis-server the test can stop,
+pause and restart.
 
 Not a test module: tests use ``async with live_server(...)`` and ``PrivateRedis``.
 Both are stopped by PID (terminate, then kill), never by name.
@@ -10,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +18,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -33,26 +30,14 @@ from engine import Engine
 from sync.restore import ensure_partitions
 
 from ..conftest import _drop_prefix
-from ..servers import free_port
+from ..servers import free_port, stop_process
 from .conftest import make_settings
 
-__all__ = ["LiveServer", "PrivateRedis", "live_server"]
+__all__ = ["LiveServer", "live_server"]
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _STARTUP_S = 20.0
-_STOP_S = 5.0
 PASSWORD = "pw-live-123456"
-
-
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(_STOP_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(_STOP_S)
 
 
 def _env_value(value: Any) -> str:
@@ -67,95 +52,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for f in fields(Settings):
         env["SLOTKEEPER_" + f.name.upper()] = _env_value(getattr(settings, f.name))
     return env
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a fixed port and dir across restarts."""
-
-    def __init__(self, workdir: Path, *extra: str) -> None:
-        self.workdir = workdir
-        self.extra = extra
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._paused = False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found on PATH")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--dir",
-                str(self.workdir),
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self._wait_for_ping()
-
-    def _wait_for_ping(self, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited at start")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2) as s,
-            ):
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not answer")
-
-    def stop(self) -> None:
-        """Terminate (Redis writes its AOF on SIGTERM), then kill if it lingers."""
-        if self.proc is None:
-            return
-        self.resume()  # a stopped process cannot act on SIGTERM
-        _stop_process(self.proc)
-        self.proc = None
-
-    def pause(self) -> None:
-        """SIGSTOP: the port still accepts connections, nothing answers."""
-        os.kill(self.pid, signal.SIGSTOP)
-        self._paused = True
-
-    def resume(self) -> None:
-        if self._paused and self.proc is not None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-        self._paused = False
-
-    def __enter__(self) -> PrivateRedis:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass
@@ -272,7 +168,7 @@ async def live_server(database: str, workdir: Path, **overrides: Any) -> AsyncIt
         yield server
     finally:
         if proc is not None:
-            await asyncio.to_thread(_stop_process, proc)
+            await asyncio.to_thread(stop_process, proc)
         with contextlib.suppress(Exception):  # a private Redis may be gone already
             async with asyncio.timeout(5):
                 await _drop_prefix(redis, settings.key_prefix)

@@ -1,8 +1,6 @@
-"""Helpers for the API behaviour tests.
+"""Helpers for the API behaviour tests (the module-wide ``shared`` database and its
+``h`` app are fixtures in conftest.py).
 
-- ``Shared``: one migrated database per test module and the harnesses built on it
-  (each with its own Redis key prefix), so a module pays for one database copy
-  instead of one per test;
 - ``new_user``: a user straight into PostgreSQL with one cached argon2 hash (a
   fresh hash costs about 0.25 s), and its bearer headers;
 - ``assert_problem``: every error is RFC 9457 and gives nothing of the internals away.
@@ -15,23 +13,16 @@ import re
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 
-from api.app import create_app
-from api.context import AppContext
 from api.users import hasher
-from sync.restore import ensure_partitions
 
-from ..conftest import _drop_prefix
-from .conftest import Harness, _with_db, database_url, make_settings
+from .conftest import Harness
 
 PASSWORD = "pw-123456"
 PROBLEM = "application/problem+json"
@@ -157,46 +148,3 @@ def assert_problem(
     if key_prefix is not None:
         assert key_prefix.lower() not in text, r.text
     return body
-
-
-@dataclass
-class Shared:
-    """A database for one test module, and harnesses built on it on demand."""
-
-    database: str
-    built: list[Harness] = field(default_factory=list)
-
-    @classmethod
-    @asynccontextmanager
-    async def open(cls, template_db: str) -> AsyncIterator[Shared]:
-        name = f"sk_m_{uuid.uuid4().hex[:10]}"
-        admin = await asyncpg.connect(database_url())
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-            shared = cls(_with_db(database_url(), name))
-            try:
-                yield shared
-            finally:
-                await shared.close()
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    async def make(self, **overrides: Any) -> Harness:
-        """A new app on this database, under a fresh key prefix, with these settings."""
-        settings = make_settings(self.database, **overrides)
-        ctx = await AppContext.build(settings)
-        await ensure_partitions(ctx.engine, ctx.redis, ctx.pool)
-        app = create_app(settings, context=ctx)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        client = httpx.AsyncClient(transport=transport, base_url="http://test")
-        harness = Harness(ctx, client, settings)
-        self.built.append(harness)
-        return harness
-
-    async def close(self) -> None:
-        for h in self.built:
-            await h.client.aclose()
-            await _drop_prefix(h.ctx.redis, h.settings.key_prefix)
-            await h.ctx.close()
-        self.built.clear()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import jwt
@@ -14,21 +13,10 @@ from api.app import create_app
 from api.context import AppContext
 from api.settings import ConfigError, Settings
 
-from .conftest import Harness
-from .support import PASSWORD, Shared, assert_problem, craft_token, new_user
+from .conftest import Harness, Shared
+from .support import PASSWORD, assert_problem, craft_token, new_user
 
 TOKEN_KEYS = {"access_token", "token_type", "expires_in"}
-
-
-@pytest.fixture(scope="module")
-async def shared(template_db: str) -> AsyncIterator[Shared]:
-    async with Shared.open(template_db) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-async def h(shared: Shared) -> Harness:
-    return await shared.make()
 
 
 def _assert_token_body(r: httpx.Response, ttl_s: int = 3600) -> str:

@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from .conftest import Harness
-from .support import (
-    Shared,
-    User,
-    assert_problem,
-    held,
-    make_hold,
-    new_slot,
-    new_user,
-    remaining,
-)
+from .conftest import Harness, Shared
+from .support import User, assert_problem, held, make_hold, new_slot, new_user, remaining
 
 HOLD_FIELDS = {"hold_id", "slot_id", "quantity", "status", "created_at", "expires_at"}
-
-
-@pytest.fixture(scope="module")
-async def shared(template_db: str) -> AsyncIterator[Shared]:
-    async with Shared.open(template_db) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-async def h(shared: Shared) -> Harness:
-    return await shared.make()
 
 
 @pytest.fixture(scope="module")

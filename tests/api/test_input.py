@@ -11,19 +11,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import Harness
-from .support import PASSWORD, Shared, User, assert_problem, held, new_slot, new_user
-
-
-@pytest.fixture(scope="module")
-async def shared(template_db: str) -> AsyncIterator[Shared]:
-    async with Shared.open(template_db) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-async def h(shared: Shared) -> Harness:
-    return await shared.make()
+from .conftest import Harness, Shared
+from .support import PASSWORD, User, assert_problem, held, new_slot, new_user
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,12 @@ worker's copy, filled here by ``sync.drain.drain_all``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from .conftest import Harness
-from .support import Shared, User, assert_problem, held, new_slot, new_user, next_link
-
-
-@pytest.fixture(scope="module")
-async def shared(template_db: str) -> AsyncIterator[Shared]:
-    async with Shared.open(template_db) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-async def h(shared: Shared) -> Harness:
-    return await shared.make()
+from .support import User, assert_problem, held, new_slot, new_user, next_link
 
 
 async def _drain(h: Harness) -> int:

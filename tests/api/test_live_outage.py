@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from .live import LiveServer, PrivateRedis, live_server
+from ..servers import PrivateRedis
+from .live import LiveServer, live_server
 
 _BUDGET_S = 1.5  # the configured backend timeout (1 s) plus scheduling slack
 _RECOVERY_S = 10.0
@@ -29,6 +30,18 @@ async def _hold(
     started = time.perf_counter()
     r = await client.post(f"/slots/{slot_id}/hold", headers=headers)
     return r, time.perf_counter() - started
+
+
+async def _first_hold(
+    server: LiveServer, client: httpx.AsyncClient
+) -> tuple[int, dict[str, Any], httpx.Response]:
+    """A slot of 100, a user and that user's first hold, made while Redis is up."""
+    admin = await server.user(client, admin=True)
+    slot_id = await server.slot(client, admin, 100)
+    user = await server.user(client)
+    first, _ = await _hold(client, slot_id, user)
+    assert first.status_code == 201, first.text
+    return slot_id, user, first
 
 
 def _assert_unavailable(r: httpx.Response, elapsed_s: float, server: LiveServer) -> None:
@@ -79,11 +92,7 @@ async def test_redis_stopped_answers_503_and_recovers_after_restart(
             live_server(database, tmp_path / "api", redis_url=redis.url) as server,
             server.client(timeout_s=5.0) as client,
         ):
-            admin = await server.user(client, admin=True)
-            slot_id = await server.slot(client, admin, 100)
-            user = await server.user(client)
-            first, _ = await _hold(client, slot_id, user)
-            assert first.status_code == 201, first.text
+            slot_id, user, first = await _first_hold(server, client)
 
             await asyncio.to_thread(redis.stop)
             r, elapsed_s = await _hold(client, slot_id, user)
@@ -106,11 +115,7 @@ async def test_redis_hanging_answers_503_in_time(database: str, tmp_path: Path) 
             live_server(database, tmp_path / "api", redis_url=redis.url) as server,
             server.client(timeout_s=5.0) as client,
         ):
-            admin = await server.user(client, admin=True)
-            slot_id = await server.slot(client, admin, 100)
-            user = await server.user(client)
-            first, _ = await _hold(client, slot_id, user)
-            assert first.status_code == 201, first.text
+            slot_id, user, _ = await _first_hold(server, client)
 
             redis.pause()  # connections are accepted by the kernel; nothing answers
             try:

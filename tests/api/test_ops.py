@@ -4,26 +4,12 @@ the OpenAPI document."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-
-import pytest
 
 from api.app import create_app
 from sync.restore import ensure_partitions
 
-from .conftest import Harness
-from .support import Shared, assert_problem, held, make_hold, new_slot, new_user
-
-
-@pytest.fixture(scope="module")
-async def shared(template_db: str) -> AsyncIterator[Shared]:
-    async with Shared.open(template_db) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-async def h(shared: Shared) -> Harness:
-    return await shared.make()
+from .conftest import Harness, Shared
+from .support import assert_problem, held, make_hold, new_slot, new_user
 
 
 async def test_healthz(h: Harness) -> None:

@@ -6,36 +6,14 @@ so listings are checked as properties (order, filters) and by the slots each tes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from .conftest import Harness
-from .support import (
-    Shared,
-    User,
-    assert_problem,
-    held,
-    make_hold,
-    new_slot,
-    new_user,
-    next_link,
-    remaining,
-)
-
-
-@pytest.fixture(scope="module")
-async def shared(template_db: str) -> AsyncIterator[Shared]:
-    async with Shared.open(template_db) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-async def h(shared: Shared) -> Harness:
-    return await shared.make()
+from .conftest import Harness, Shared
+from .support import User, assert_problem, held, make_hold, new_slot, new_user, next_link, remaining
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from engine import Engine
 
 from ..api.conftest import database, make_harness, make_settings, template_db
 from ..conftest import _drop_prefix
-from ..servers import redis_server
+from ..servers import PrivateRedis
 from .helpers import SyncEnv, build_partitions
 from .pgserver import PostgresServer, postgres_server
 
@@ -30,8 +30,8 @@ SyncEnvFactory = Callable[..., Awaitable[SyncEnv]]
 @pytest.fixture
 def private_redis_url(tmp_path: Path) -> Iterator[str]:
     """A redis-server of this test's own, stopped by PID afterwards."""
-    with redis_server(tmp_path / "redis") as port:
-        yield f"redis://127.0.0.1:{port}/0"
+    with PrivateRedis(tmp_path / "redis") as server:
+        yield server.url
 
 
 @pytest.fixture

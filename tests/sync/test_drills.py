@@ -18,15 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
 
-from api.app import create_app
-from api.context import AppContext
 from api.db import migrate
 from engine import Engine, HoldExpired
 from sync.drain import sync_lag_ms
-from sync.restore import ensure_partitions
 from sync.service import SyncService
 
 from ..api.conftest import Harness, HarnessFactory, make_settings
@@ -112,16 +108,11 @@ OUTAGE_S = 10.0
 @asynccontextmanager
 async def _api(settings: Any) -> AsyncIterator[Harness]:
     """The app in-process (as tests/api does), on whatever servers ``settings`` name."""
-    ctx = await AppContext.build(settings)
-    await ensure_partitions(ctx.engine, ctx.redis, ctx.pool)
-    app = create_app(settings, context=ctx)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    client = httpx.AsyncClient(transport=transport, base_url="http://test")
+    api = await Harness.build(settings)
     try:
-        yield Harness(ctx, client, settings)
+        yield api
     finally:
-        await client.aclose()
-        await ctx.close()
+        await api.close(drop_keys=False)
 
 
 async def test_postgres_outage_blocks_no_command_and_loses_nothing(
