@@ -20,14 +20,18 @@ from .settings import Settings
 
 __all__ = ["AppContext", "connect_redis"]
 
+_CLUSTER_MIN_CONNECTIONS = 1024
+
 
 def connect_redis(url: str, settings: Settings) -> Any:
-    """A client that waits for a free connection instead of failing, and never hangs."""
+    """A client that never hangs. On one server it waits for a free connection;
+    redis-py's cluster client has no blocking pool and fails when a node's pool is
+    full, so there the pool is made generous instead."""
     timeout = settings.backend_timeout_s
     if settings.redis_cluster:
         return RedisCluster.from_url(
             url,
-            max_connections=settings.redis_max_connections,
+            max_connections=max(settings.redis_max_connections, _CLUSTER_MIN_CONNECTIONS),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )

@@ -31,9 +31,12 @@
 -- due in the order they were made, and finished holds are forgotten in the
 -- order they finished. A list entry costs a fraction of a sorted-set member.
 -- Entries of holds that were confirmed or cancelled meanwhile are skipped when
--- they reach the head. (After the lifetime setting is lowered, new holds may wait
--- behind older ones for the background expiry; commands still expire any due
--- hold they touch, see settle().)
+-- they reach the head. The order holds while the clock only moves forward and
+-- the lifetime stays the same: after the lifetime is lowered, or Redis time steps
+-- back (NTP, a failover to a host whose clock is behind), new holds may wait
+-- behind older ones for the background expiry, by at most the difference.
+-- Commands still expire any due hold they touch (settle()), so nothing due is
+-- ever confirmed.
 
 local K_EPOCH, K_SLOTS, K_HOLDS, K_EXPIRY, K_USER_HELD, K_FINISHED, K_EVENTS = 1, 2, 3, 4, 5, 6, 7
 
