@@ -127,6 +127,11 @@ end
 -- Take up to ``batch`` entries due at ``due_by`` off the head of a queue and
 -- hand each to ``visit``. Returns how many were taken.
 local function drain_queue(queue, due_by, batch, visit)
+    -- Most calls find nothing due: one element costs far less than a batch.
+    local first = redis.call('LINDEX', queue, 0)
+    if not first or queue_entry(first) > due_by then
+        return 0
+    end
     local head = redis.call('LRANGE', queue, 0, batch - 1)
     local taken = 0
     for _, entry in ipairs(head) do
