@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,21 +117,28 @@ class TokenService:
         request.state.user_id = principal.user_id
         return principal
 
-    async def refresh(self, request: Request) -> dict[str, Any]:
+    async def refresh(
+        self, request: Request, current_role: Callable[[int], Awaitable[str | None]]
+    ) -> dict[str, Any]:
         """A new token for a valid one, or one expired less than the window ago.
 
-        The old token's jti is denied until it could no longer be refreshed; the
-        SET NX makes a token refreshable exactly once, even under a race.
+        The role comes from ``current_role`` (the user as stored now: a demoted
+        admin is not refreshed into an admin; a deleted user is refused). The old
+        token's jti is denied until it could no longer be refreshed; the SET NX
+        makes a token refreshable exactly once, even under a race.
         """
         principal = self._decode(self.bearer(request), verify_exp=False)
         now = int(time.time())
         refreshable_until = principal.expires_at + self.refresh_window_s
         if now > refreshable_until:
             raise _unauthorized("the access token expired too long ago; log in again")
+        role = await current_role(principal.user_id)
+        if role is None:
+            raise _unauthorized("the user of this token no longer exists")
         first = await self.denylist.revoke(
             principal.jti, max(1, refreshable_until - now + _LEEWAY_S)
         )
         if not first:
             raise _unauthorized("the access token was already refreshed")
         request.state.user_id = principal.user_id
-        return self.issue(principal.user_id, principal.role)
+        return self.issue(principal.user_id, role)

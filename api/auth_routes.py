@@ -12,7 +12,7 @@ from starlette.routing import Route
 from .context import AppContext
 from .http import json_response, read_json
 from .problems import Problem
-from .users import find_user, verify_password
+from .users import find_user, role_of, verify_password
 
 __all__ = ["routes"]
 
@@ -71,7 +71,11 @@ async def login(request: Request) -> Response:
 
 async def refresh(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    return json_response(await ctx.tokens.refresh(request))
+
+    async def current_role(user_id: int) -> str | None:
+        return await role_of(ctx.pool, user_id)
+
+    return json_response(await ctx.tokens.refresh(request, current_role))
 
 
 async def whoami(request: Request) -> Response:

@@ -8,7 +8,15 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-__all__ = ["User", "UserExists", "create_user", "find_user", "hasher", "verify_password"]
+__all__ = [
+    "User",
+    "UserExists",
+    "create_user",
+    "find_user",
+    "hasher",
+    "role_of",
+    "verify_password",
+]
 
 hasher = PasswordHasher()  # argon2id with the library's recommended parameters
 # Verified against when the email is unknown, so both failures cost the same.
@@ -47,6 +55,12 @@ async def find_user(pool: Any, email: str) -> User | None:
         email,
     )
     return None if row is None else User(**dict(row))
+
+
+async def role_of(pool: Any, user_id: int) -> str | None:
+    """The user's role as stored now, or None if there is no such user."""
+    role: str | None = await pool.fetchval("SELECT role FROM users WHERE user_id = $1", user_id)
+    return role
 
 
 def verify_password(user: User | None, password: str) -> bool:

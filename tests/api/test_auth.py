@@ -219,6 +219,21 @@ async def test_token_expired_beyond_the_window_cannot_be_refreshed(h: Harness) -
         assert_problem(await h.client.request(method, path, headers=_bearer(stale)), 401)
 
 
+async def test_refresh_takes_the_role_as_stored_now(h: Harness) -> None:
+    admin = await new_user(h, admin=True)
+    await h.ctx.pool.execute("UPDATE users SET role = 'user' WHERE user_id = $1", admin.user_id)
+    demoted = _assert_token_body(await h.client.post("/auth/refresh", headers=_bearer(admin.token)))
+    assert jwt.decode(demoted, options={"verify_signature": False})["role"] == "user"
+    r = await h.client.post("/slots", json={"capacity": 1}, headers=_bearer(demoted))
+    assert_problem(r, 403)
+
+
+async def test_refresh_of_a_deleted_user_is_refused(h: Harness) -> None:
+    user = await new_user(h)
+    await h.ctx.pool.execute("DELETE FROM users WHERE user_id = $1", user.user_id)
+    assert_problem(await h.client.post("/auth/refresh", headers=_bearer(user.token)), 401)
+
+
 async def test_refresh_window_is_configurable(shared: Shared) -> None:
     h = await shared.make(refresh_window_s=600)
     user = await new_user(h)
