@@ -6,53 +6,29 @@ No HTTP words and no environment here; the caller passes a redis.asyncio client
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from redis.exceptions import (
-    ClusterDownError,
-    ReadOnlyError,
-    TryAgainError,
-)
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    TimeoutError as RedisTimeoutError,
-)
 
 from . import errors
 from .coalesce import Coalescer
 from .keys import MAX_SLOT_ID, KeySchema, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
+from .replies import (
+    SLOT_FIELDS,
+    redis_errors,
+    refusal,
+    slot_from_fields,
+    slots_from_hash,
+    text,
+)
 from .scripts import Scripts
 from .settings import EngineSettings
 
 __all__ = ["Engine"]
 
-_UNREACHABLE = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ClusterDownError,
-    TryAgainError,
-    ReadOnlyError,
-)
-_SLOT_FIELDS = ("cap", "rem", "held", "conf", "state", "meta")
 _LOAD_CHUNK = 500
-
-
-@asynccontextmanager
-async def _redis_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except _UNREACHABLE as exc:
-        raise errors.BackendUnavailable(str(exc) or type(exc).__name__) from exc
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _clock(now_ms: int | None) -> str:
@@ -116,9 +92,9 @@ class Engine:
             self._max_held,
             idempotency_key,
         ]
-        async with _redis_errors():
+        async with redis_errors():
             reply = await self._run(self._scripts.hold, keys, args)
-        tag = _text(reply[0])
+        tag = text(reply[0])
         if tag == "created":
             return Outcome(Hold.from_stored(reply[1]), changed=True)
         if tag == "replayed":
@@ -130,7 +106,7 @@ class Engine:
     ) -> Outcome:
         """Confirm a live hold. ``user_id=None`` skips the ownership check."""
         reply = await self._hold_command(self._scripts.confirm, hold_id, user_id, now_ms)
-        tag = _text(reply[0])
+        tag = text(reply[0])
         if tag in ("confirmed", "unchanged"):
             return Outcome(Hold.from_stored(reply[1]), changed=tag == "confirmed")
         if tag == "expired":
@@ -144,7 +120,7 @@ class Engine:
     ) -> Outcome:
         """Cancel a hold or booking; cancelling twice, or an expired hold, is a no-op."""
         reply = await self._hold_command(self._scripts.cancel, hold_id, user_id, now_ms)
-        tag = _text(reply[0])
+        tag = text(reply[0])
         if tag in ("cancelled", "unchanged"):
             return Outcome(Hold.from_stored(reply[1]), changed=tag == "cancelled")
         raise self._refusal(tag, reply, hold_id=hold_id)
@@ -165,9 +141,9 @@ class Engine:
             hold_id,
             "" if user_id is None else user_id,
         ]
-        async with _redis_errors():
+        async with redis_errors():
             reply = await self._run(script, self.keys.partition(partition), args)
-        if _text(reply[0]) == "state_unavailable":
+        if text(reply[0]) == "state_unavailable":
             raise errors.StateUnavailable(partition)
         return reply
 
@@ -219,23 +195,23 @@ class Engine:
             state or "",
             "" if attributes is None else orjson.dumps(attributes).decode(),
         ]
-        async with _redis_errors():
+        async with redis_errors():
             reply = await self._scripts.upsert_slot(
                 keys=self.keys.partition(partition), args=args, client=self._redis
             )
-        tag = _text(reply[0])
+        tag = text(reply[0])
         if tag in ("created", "updated"):
-            return _slot_from_fields(slot_id, reply[1:])
+            return slot_from_fields(slot_id, reply[1:])
         raise self._refusal(tag, reply, partition=partition, slot_id=slot_id)
 
     async def sweep(self, partition: int, *, now_ms: int | None = None) -> tuple[int, bool]:
         """Expire due holds of one partition, one batch: (expired, more are due)."""
         args = [_clock(now_ms), self._batch, self._retention_ms]
-        async with _redis_errors():
+        async with redis_errors():
             reply = await self._scripts.expire(
                 keys=self.keys.partition(partition), args=args, client=self._redis
             )
-        if _text(reply[0]) == "state_unavailable":
+        if text(reply[0]) == "state_unavailable":
             raise errors.StateUnavailable(partition)
         return int(reply[1]), bool(int(reply[2]))
 
@@ -251,7 +227,7 @@ class Engine:
         if slot_id is None:
             raise errors.HoldNotFound(hold_id)
         partition = self.keys.partition_of(slot_id)
-        async with _redis_errors(), self._read.pipeline(transaction=False) as pipe:
+        async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
             pipe.exists(self.keys.epoch(partition))
             pipe.hget(self.keys.holds(partition), hold_id)
             has_epoch, raw = await pipe.execute()
@@ -263,8 +239,8 @@ class Engine:
 
     async def slot(self, slot_id: int) -> Slot:
         partition = self.keys.partition_of(slot_id)
-        fields = [f"{slot_id}:{name}" for name in _SLOT_FIELDS]
-        async with _redis_errors(), self._read.pipeline(transaction=False) as pipe:
+        fields = [f"{slot_id}:{name}" for name in SLOT_FIELDS]
+        async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
             pipe.exists(self.keys.epoch(partition))
             pipe.hmget(self.keys.slots(partition), fields)
             has_epoch, values = await pipe.execute()
@@ -272,12 +248,12 @@ class Engine:
             raise errors.StateUnavailable(partition)
         if values[0] is None:
             raise errors.SlotNotFound(slot_id)
-        return _slot_from_fields(slot_id, values)
+        return slot_from_fields(slot_id, values)
 
     async def availability(self) -> list[Slot]:
         """Every slot, ordered by id: one pipelined round trip per partition at most."""
         partitions = range(self.settings.partitions)
-        async with _redis_errors(), self._read.pipeline(transaction=False) as pipe:
+        async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
             for p in partitions:
                 pipe.exists(self.keys.epoch(p))
                 pipe.hgetall(self.keys.slots(p))
@@ -286,31 +262,31 @@ class Engine:
         for p in partitions:
             if not replies[2 * p]:
                 raise errors.StateUnavailable(p)
-            slots.extend(_slots_from_hash(replies[2 * p + 1]))
+            slots.extend(slots_from_hash(replies[2 * p + 1]))
         slots.sort(key=lambda s: s.slot_id)
         return slots
 
     async def unavailable_partitions(self) -> list[int]:
         """Partitions without their epoch marker (they refuse every command)."""
-        async with _redis_errors(), self._redis.pipeline(transaction=False) as pipe:
+        async with redis_errors(), self._redis.pipeline(transaction=False) as pipe:
             for p in range(self.settings.partitions):
                 pipe.exists(self.keys.epoch(p))
             found = await pipe.execute()
         return [p for p, ok in enumerate(found) if not ok]
 
     async def scripts_loaded(self) -> bool:
-        async with _redis_errors():
+        async with redis_errors():
             return await self._scripts.all_loaded(self._redis)
 
     async def load_scripts(self) -> None:
-        async with _redis_errors():
+        async with redis_errors():
             await self._scripts.load_all(self._redis)
 
     # -- rebuilding -----------------------------------------------------------
 
     async def reset_partition(self, partition: int) -> None:
         """Drop a partition's live state (not its stream): commands refuse from now on."""
-        async with _redis_errors():
+        async with redis_errors():
             await self._scripts.load_partition(
                 keys=self.keys.partition(partition), args=["begin"], client=self._redis
             )
@@ -318,17 +294,17 @@ class Engine:
     async def partition_holds(self, partition: int) -> list[Hold]:
         """Every hold Redis keeps for a partition (reconciliation; HSCAN, not blocking)."""
         holds = []
-        async with _redis_errors():
+        async with redis_errors():
             async for hold_id, raw in self._redis.hscan_iter(
                 self.keys.holds(partition), count=1000
             ):
-                holds.append(Hold.from_stored(raw, _text(hold_id)))
+                holds.append(Hold.from_stored(raw, text(hold_id)))
         return holds
 
     async def partition_slots(self, partition: int) -> list[Slot]:
-        async with _redis_errors():
+        async with redis_errors():
             raw = await self._redis.hgetall(self.keys.slots(partition))
-        return sorted(_slots_from_hash(raw), key=lambda s: s.slot_id)
+        return sorted(slots_from_hash(raw), key=lambda s: s.slot_id)
 
     async def load_partition(
         self,
@@ -354,7 +330,7 @@ class Engine:
                 raise ValueError(f"hold {hold.hold_id} names a slot outside the snapshot")
         keys = self.keys.partition(partition)
         script = self._scripts.load_partition
-        async with _redis_errors():
+        async with redis_errors():
             await script(keys=keys, args=["begin"], client=self._redis)
             slot_rows = [
                 {
@@ -380,41 +356,8 @@ class Engine:
                 )
             await script(keys=keys, args=["commit", epoch], client=self._redis)
 
-    # -- helpers --------------------------------------------------------------
-
-    def _refusal(
-        self,
-        tag: str,
-        reply: Sequence[Any],
-        *,
-        partition: int = -1,
-        slot_id: int = -1,
-        hold_id: str = "",
-    ) -> errors.EngineError:
-        match tag:
-            case "state_unavailable":
-                return errors.StateUnavailable(partition)
-            case "not_found" if hold_id:
-                return errors.HoldNotFound(hold_id)
-            case "not_found":
-                return errors.SlotNotFound(slot_id)
-            case "exists":
-                return errors.SlotExists(slot_id)
-            case "closed":
-                return errors.SlotClosed(slot_id)
-            case "capacity":
-                return errors.CapacityExhausted(slot_id, int(reply[1]))
-            case "capacity_below":
-                return errors.CapacityBelowCommitted(slot_id, int(reply[1]))
-            case "user_limit":
-                return errors.UserHoldLimit(
-                    slot_id, int(reply[1]), self.settings.max_held_per_user_slot
-                )
-            case "idempotency_mismatch":
-                return errors.IdempotencyMismatch(slot_id, int(reply[1]))
-            case "replay_archived":
-                return errors.HoldArchived(_text(reply[1]))
-        raise RuntimeError(f"unexpected script reply {tag!r}")
+    def _refusal(self, tag: str, reply: Sequence[Any], **context: Any) -> errors.EngineError:
+        return refusal(tag, reply, held_limit=self.settings.max_held_per_user_slot, **context)
 
 
 def _queue_time(hold: Hold) -> int:
@@ -432,34 +375,6 @@ def _check_user_id(user_id: str) -> None:
     # ':' separates the parts of idempotency keys and per-user counters.
     if not user_id or ":" in user_id:
         raise ValueError(f"user_id must be non-empty and free of ':', got {user_id!r}")
-
-
-def _slot_from_fields(slot_id: int, values: Sequence[Any]) -> Slot:
-    """Build a Slot from [cap, rem, held, conf, state, meta] as stored."""
-    cap, rem, held, conf, state, meta = values
-    attrs = orjson.loads(meta) if meta else {}
-    return Slot(
-        slot_id=slot_id,
-        capacity=int(cap),
-        remaining=int(rem),
-        held=int(held),
-        confirmed=int(conf),
-        state=_text(state),  # type: ignore[arg-type]
-        label=attrs.get("label"),
-        starts_at=attrs.get("starts_at"),
-        ends_at=attrs.get("ends_at"),
-    )
-
-
-def _slots_from_hash(raw: dict[Any, Any]) -> list[Slot]:
-    fields: dict[int, dict[str, Any]] = {}
-    for key, value in raw.items():
-        slot, _, name = _text(key).partition(":")
-        fields.setdefault(int(slot), {})[name] = value
-    return [
-        _slot_from_fields(slot_id, [f[name] for name in _SLOT_FIELDS])
-        for slot_id, f in fields.items()
-    ]
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
