@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +14,16 @@ from engine import Hold
 from sync.records import HOLD_COLUMNS, hold_from_row, ms
 
 from .context import AppContext
-from .http import hold_body, json_response, path_id, read_json
+from .http import (
+    bad_cursor,
+    decode_cursor,
+    encode_cursor,
+    hold_body,
+    json_response,
+    path_id,
+    query_limit,
+    read_json,
+)
 from .problems import Problem
 
 __all__ = ["routes"]
@@ -108,18 +116,12 @@ async def get_hold(request: Request) -> Response:
     return json_response(hold_body(hold))
 
 
-def _encode_cursor(created: datetime, hold_id: str) -> str:
-    raw = f"{ms(created)}|{hold_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def _decode_position(cursor: str) -> tuple[datetime, str]:
+    created_ms, _, hold_id = decode_cursor(cursor).partition("|")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ms, _, hold_id = raw.partition("|")
-        return datetime.fromtimestamp(int(ms) / 1000, UTC), hold_id
-    except (ValueError, UnicodeDecodeError, OverflowError, OSError):
-        raise Problem("bad-request", "cursor is not one this server gave out") from None
+        return datetime.fromtimestamp(int(created_ms) / 1000, UTC), hold_id
+    except (ValueError, OverflowError, OSError):
+        raise bad_cursor() from None
 
 
 async def list_holds(request: Request) -> Response:
@@ -127,15 +129,11 @@ async def list_holds(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
     q = request.query_params
-    limit = 100
-    if "limit" in q:
-        if not q["limit"].isdigit() or not 1 <= int(q["limit"]) <= 1000:
-            raise Problem("bad-request", "limit must be an integer from 1 to 1000")
-        limit = int(q["limit"])
+    limit = query_limit(request, default=100, maximum=1000)
     args: list[Any] = [principal.user_id, limit + 1]
     where = "user_id = $1"
     if "cursor" in q:
-        created, hold_id = _decode_cursor(q["cursor"])
+        created, hold_id = _decode_position(q["cursor"])
         where += " AND (created_at, hold_id) < ($3, $4)"
         args += [created, hold_id]
     rows = await ctx.pool.fetch(
@@ -146,7 +144,7 @@ async def list_holds(request: Request) -> Response:
     headers = {}
     if len(rows) > limit:
         rows = rows[:limit]
-        cursor = _encode_cursor(rows[-1]["created_at"], rows[-1]["hold_id"])
+        cursor = encode_cursor(f"{ms(rows[-1]['created_at'])}|{rows[-1]['hold_id']}")
         headers["Link"] = f'<{request.url.path}?limit={limit}&cursor={cursor}>; rel="next"'
     return json_response([hold_body(hold_from_row(r)) for r in rows], 200, headers)
 

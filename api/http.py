@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,11 +16,15 @@ from .problems import Problem
 
 __all__ = [
     "MAX_ID",
+    "bad_cursor",
+    "decode_cursor",
+    "encode_cursor",
     "hold_body",
     "iso_ms",
     "json_response",
     "parse_datetime",
     "path_id",
+    "query_limit",
     "read_json",
     "slot_body",
 ]
@@ -32,6 +37,33 @@ def json_response(
     body: Any, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(orjson.dumps(body), status_code, headers, media_type=_JSON)
+
+
+def query_limit(request: Request, *, default: int, maximum: int) -> int:
+    """The ``limit`` query parameter: an integer from 1 to ``maximum``, else 400."""
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
+        raise Problem("bad-request", f"limit must be an integer from 1 to {maximum}")
+    return int(raw)
+
+
+def encode_cursor(position: str) -> str:
+    """An opaque page cursor for ``position`` (each route chooses what it holds)."""
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise bad_cursor() from None
+
+
+def bad_cursor() -> Problem:
+    """The answer to a cursor this server did not give out."""
+    return Problem("bad-request", "cursor is not one this server gave out")
 
 
 def path_id(request: Request, name: str) -> int:

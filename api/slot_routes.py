@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -17,7 +16,18 @@ from engine import Slot
 from .auth import Principal
 from .availability import etag_of, page
 from .context import AppContext
-from .http import MAX_ID, json_response, parse_datetime, path_id, read_json, slot_body
+from .http import (
+    MAX_ID,
+    bad_cursor,
+    decode_cursor,
+    encode_cursor,
+    json_response,
+    parse_datetime,
+    path_id,
+    query_limit,
+    read_json,
+    slot_body,
+)
 from .problems import Problem
 
 __all__ = ["routes"]
@@ -28,31 +38,19 @@ _CREATE_FIELDS = {"slot_id", "capacity", "state", "label", "starts_at", "ends_at
 _PATCH_FIELDS = _CREATE_FIELDS - {"slot_id"}
 
 
-def _encode_cursor(slot_id: int) -> str:
-    return base64.urlsafe_b64encode(f"s{slot_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if raw[:1] == "s" and raw[1:].isdigit() and len(raw) <= 20:
-            return int(raw[1:])
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise Problem("bad-request", "cursor is not one this server gave out")
+def _decode_after(cursor: str) -> int:
+    raw = decode_cursor(cursor)
+    if raw[:1] == "s" and raw[1:].isascii() and raw[1:].isdigit() and len(raw) <= 20:
+        return int(raw[1:])
+    raise bad_cursor()
 
 
 def _filters(request: Request) -> tuple[int, int, Any]:
     q = request.query_params
     ctx: AppContext = request.app.state.ctx
     max_limit = ctx.settings.availability_page_limit
-    limit = max_limit
-    if "limit" in q:
-        raw = q["limit"]
-        if not raw.isdigit() or not 1 <= int(raw) <= max_limit:
-            raise Problem("bad-request", f"limit must be an integer from 1 to {max_limit}")
-        limit = int(raw)
-    after = _decode_cursor(q["cursor"]) if "cursor" in q else 0
+    limit = query_limit(request, default=max_limit, maximum=max_limit)
+    after = _decode_after(q["cursor"]) if "cursor" in q else 0
     start = parse_datetime(q["from"], "from", slug="bad-request") if "from" in q else None
     end = parse_datetime(q["to"], "to", slug="bad-request") if "to" in q else None
     available = q.get("available")
@@ -91,7 +89,7 @@ async def availability(request: Request) -> Response:
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0"}
     if next_id is not None:
         params = dict(request.query_params)
-        params["cursor"] = _encode_cursor(next_id)
+        params["cursor"] = encode_cursor(f"s{next_id}")
         query = urlencode(params)
         headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
     if etag in _etags(request.headers.get("if-none-match", "")):

@@ -85,6 +85,7 @@ async def test_list_holds_of_a_new_user_is_empty(h: Harness) -> None:
         {"limit": "-3"},
         {"limit": "many"},
         {"limit": "100000"},
+        {"limit": "\u00b2"},  # a digit to str.isdigit(), not to int()
         {"cursor": "garbage"},
         {"cursor": "!!!"},
     ],

@@ -120,6 +120,7 @@ async def test_availability_filters(h: Harness, admin: User, user: User) -> None
         {"limit": "-1"},
         {"limit": "abc"},
         {"limit": "10000000000000000000000"},
+        {"limit": "\u00b2"},  # a digit to str.isdigit(), not to int()
         {"cursor": "not-a-cursor"},
         {"cursor": "%%%"},
     ],
