@@ -77,7 +77,7 @@ def path_id(request: Request, name: str) -> int:
 async def read_json(request: Request, max_bytes: int, *, required: bool = True) -> Any:
     """The body as JSON, with 413 / 415 / 422 for oversized, non-JSON or malformed bodies."""
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > max_bytes:
+    if length is not None and length.isascii() and length.isdigit() and int(length) > max_bytes:
         raise Problem("payload-too-large", f"the body may be at most {max_bytes} bytes")
     chunks = []
     size = 0

@@ -36,6 +36,11 @@ class Metrics:
             "Age of the oldest event not yet written to PostgreSQL.",
             registry=self.registry,
         )
+        self.drift = Gauge(
+            "slotkeeper_sync_drift",
+            "Differences between Redis and PostgreSQL found by the worker's last drift check.",
+            registry=self.registry,
+        )
         self.expired = Gauge(
             "slotkeeper_holds_expired_by_sweep",
             "Holds expired by the background sweep, all workers, since the counter began.",

@@ -21,10 +21,12 @@ from .drain import drain_partition, sync_lag_ms
 from .reconcile import check_partition
 from .restore import ensure_partitions
 
-__all__ = ["EXPIRED_COUNTER", "SyncService"]
+__all__ = ["DRIFT_GAUGE", "EXPIRED_COUNTER", "SyncService"]
 
 # Holds expired by sweeps, all workers; read by the API's /metrics.
 EXPIRED_COUNTER = "sync:expired_total"
+# Differences the last drift check found, all partitions; read by /metrics too.
+DRIFT_GAUGE = "sync:drift"
 
 log = logging.getLogger("slotkeeper.sync")
 
@@ -124,7 +126,7 @@ class SyncService:
             for partition, problems in found.items():
                 log.warning("drift in partition %s: %s", partition, "; ".join(problems[:5]))
             self.last_drift = found
-            await self.redis.set(f"{self._prefix}sync:drift", sum(map(len, found.values())))
+            await self.redis.set(f"{self._prefix}{DRIFT_GAUGE}", sum(map(len, found.values())))
             return found
         finally:
             with contextlib.suppress(Exception):

@@ -184,3 +184,24 @@ async def test_openapi_document_lists_every_route(h: Harness) -> None:
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in page.text
+
+
+async def test_metrics_expose_the_drift_the_worker_found(harness: Harness) -> None:
+    from sync.service import SyncService
+
+    h = harness
+    admin = await new_user(h, admin=True)
+    slot_id = await new_slot(h, admin, capacity=3)
+    service = SyncService(h.ctx.engine, h.ctx.redis, h.ctx.pool)
+    assert await service.check_drift() == {}
+
+    def drift(text: str) -> float:
+        found = re.search(r"^slotkeeper_sync_drift (\S+)$", text, re.M)
+        assert found, text
+        return float(found.group(1))
+
+    assert drift((await h.client.get("/metrics")).text) == 0
+    # The catalog loses the slot that Redis still sells: one difference.
+    await h.ctx.pool.execute("DELETE FROM slots WHERE slot_id = $1", slot_id)
+    assert len(await service.check_drift()) == 1
+    assert drift((await h.client.get("/metrics")).text) == 1
