@@ -9,6 +9,7 @@ upserts), so a batch applied twice changes nothing the second time.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,25 +132,33 @@ async def _oldest_unacknowledged(redis: Any, stream: str) -> str | None:
     return f"{ms}-{int(seq or 0) + 1}"
 
 
+async def _oldest_unwritten_ms(redis: Any, stream: str) -> int | None:
+    """Redis time (ms) of the oldest entry of ``stream`` not yet written, if any."""
+    if not await redis.exists(stream):
+        return None
+    try:
+        first = await _oldest_unacknowledged(redis, stream)
+    except ResponseError:  # no group yet: everything is unwritten
+        entries = await redis.xrange(stream, count=1)
+        first = _text(entries[0][0]) if entries else None
+    if first is None or not await redis.xrange(stream, min=first, count=1):
+        return None
+    return int(first.partition("-")[0])
+
+
 async def sync_lag_ms(engine: Engine, redis: Any) -> int:
     """Age of the oldest event not yet written to PostgreSQL, over all partitions."""
     # Redis time, like the stream ids: a skewed clock here must not read as lag.
     seconds, micros = await redis.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
-    oldest: int | None = None
-    for partition in range(engine.settings.partitions):
-        stream = engine.keys.events(partition)
-        if not await redis.exists(stream):
-            continue
-        try:
-            first = await _oldest_unacknowledged(redis, stream)
-        except ResponseError:  # no group yet: everything is unwritten
-            entries = await redis.xrange(stream, count=1)
-            first = _text(entries[0][0]) if entries else None
-        if first is None or not await redis.xrange(stream, min=first, count=1):
-            continue
-        ms = int(first.partition("-")[0])
-        oldest = ms if oldest is None else min(oldest, ms)
+    # The partitions are asked at once: readyz and /metrics call this.
+    found = await asyncio.gather(
+        *(
+            _oldest_unwritten_ms(redis, engine.keys.events(p))
+            for p in range(engine.settings.partitions)
+        )
+    )
+    oldest = min((ms for ms in found if ms is not None), default=None)
     return 0 if oldest is None else max(0, now_ms - oldest)
 
 
