@@ -40,8 +40,12 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)); } || echo "wrk not installed: using bench/pyload.py"
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# locust against a running service: make bench-locust HOST=http://127.0.0.1:8000
+# locust against a running service (`make run` in another terminal): seeds USERS bench
+# users and the bench slots into it, then a headless sale; ends with a table of failures.
 HOST ?= http://127.0.0.1:8000
+USERS ?= 100
+RUN_TIME ?= 30s
 bench-locust: $(STAMP)
-	$(BIN)/python -m pip install --quiet 'locust>=2.30'
-	$(BIN)/locust -f bench/locustfile.py --headless --users 50 --spawn-rate 10 --run-time 30s --host $(HOST)
+	$(BIN)/slotkeeper seed --bench-users $(USERS)
+	BENCH_USERS=$(USERS) $(BIN)/locust -f bench/locustfile.py --headless --users $(USERS) \
+		--spawn-rate 10 --run-time $(RUN_TIME) --host $(HOST) --only-summary

@@ -111,6 +111,11 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
             Middleware(
                 RequestMiddleware,
                 timeout_s=settings.backend_timeout_s,
+                # login: its own budget for the hash queue, plus the user lookup's
+                path_timeouts=dict.fromkeys(
+                    ("/auth/login", "/login"),
+                    settings.login_timeout_s + settings.backend_timeout_s,
+                ),
                 metrics=metrics,
                 access_log=settings.access_log,
             )

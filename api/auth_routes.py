@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from .context import AppContext
+from .hashing import BoundedHasher, Overloaded
 from .http import json_response, read_json
 from .problems import Problem
-from .users import find_user, role_of, verify_password
+from .users import find_user, role_of, update_password_hash
 
 __all__ = ["routes"]
 
@@ -48,6 +50,24 @@ def _too_many(retry_after: int) -> Problem:
     )
 
 
+def _overloaded(retry_after: int) -> Problem:
+    return Problem(
+        "overloaded",
+        "too many logins at once; try again shortly",
+        headers={"Retry-After": str(retry_after)},
+        retry_after=retry_after,
+    )
+
+
+def _hasher(ctx: AppContext) -> BoundedHasher:
+    if ctx.password_hasher is None:
+        ctx.password_hasher = BoundedHasher(
+            concurrency=ctx.settings.password_hash_concurrency,
+            budget_s=ctx.settings.login_timeout_s,
+        )
+    return ctx.password_hasher
+
+
 async def login(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     email, password = await _credentials(request, ctx)
@@ -57,14 +77,25 @@ async def login(request: Request) -> Response:
         wait = await limiter.blocked(subject)
         if wait:
             raise _too_many(wait)
-    user = await find_user(ctx.pool, email)
-    # argon2 runs off the event loop; an unknown email costs the same as a wrong password.
-    verified = await run_in_threadpool(verify_password, user, password)
+    async with asyncio.timeout(ctx.settings.backend_timeout_s):
+        user = await find_user(ctx.pool, email)
+    # argon2 runs off the event loop, a few at a time (api/hashing.py); an unknown
+    # email costs the same as a wrong password.
+    hasher = _hasher(ctx)
+    try:
+        async with asyncio.timeout(ctx.settings.login_timeout_s):
+            verified, rehash = await hasher.verify(user.password_hash if user else None, password)
+    except Overloaded as exc:
+        raise _overloaded(exc.retry_after_s) from None
+    except TimeoutError:
+        raise _overloaded(max(1, math.ceil(hasher.expected_wait_s()))) from None
     if user is None or not verified:
         await ctx.login_by_account.hit(account)
         await ctx.login_by_address.hit(address)
         raise Problem("invalid-credentials", "the email or password is wrong")
     request.state.user_id = user.user_id
+    if rehash is not None:  # made with older argon2 parameters: upgrade it now
+        await update_password_hash(ctx.pool, user.user_id, rehash)
     await ctx.login_by_account.clear(account)
     return json_response(ctx.tokens.issue(user.user_id, user.role))
 

@@ -214,17 +214,30 @@ def users_create(
 @app.command()
 def seed(
     demo: Annotated[bool, typer.Option("--demo", help="The demo user and demo slots.")] = False,
+    bench_users: Annotated[
+        int,
+        typer.Option(
+            "--bench-users",
+            min=0,
+            help="Users bench-user-1..N@example.com (password bench-passw0rd!) and bench"
+            " slots, for bench/locustfile.py.",
+        ),
+    ] = 0,
 ) -> None:
-    """Seed demo data (safe to run twice)."""
-    if not demo:
-        console.print("nothing to seed; pass --demo")
+    """Seed demo data or bench users (safe to run twice)."""
+    if not demo and not bench_users:
+        console.print("nothing to seed; pass --demo or --bench-users N")
         raise typer.Exit(2)
-    from .seed import seed_demo
+    from .seed import seed_bench_users, seed_demo
 
     settings = _settings()
     _require(settings, "database_url", "redis_url")
-    for line in asyncio.run(seed_demo(settings)):
-        console.print(line)
+    if demo:
+        for line in asyncio.run(seed_demo(settings)):
+            console.print(line)
+    if bench_users:
+        for line in asyncio.run(seed_bench_users(settings, bench_users)):
+            console.print(line)
 
 
 @app.command()

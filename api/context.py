@@ -14,6 +14,7 @@ from engine import Engine
 from .auth import TokenService
 from .availability import AvailabilityCache
 from .db import create_pool
+from .hashing import BoundedHasher
 from .metrics import Metrics
 from .ratelimit import FixedWindow
 from .settings import Settings
@@ -59,6 +60,7 @@ class AppContext:
     login_by_account: FixedWindow
     login_by_address: FixedWindow
     sync: Any = None  # a SyncService when the worker runs in-process
+    password_hasher: BoundedHasher | None = None  # made on first login if not built
     _owned: list[Any] = field(default_factory=list)
 
     @classmethod
@@ -108,6 +110,9 @@ class AppContext:
                 settings.login_failure_window_s,
             ),
         )
+        ctx.password_hasher = BoundedHasher(
+            concurrency=settings.password_hash_concurrency, budget_s=settings.login_timeout_s
+        )
         ctx._owned = [c for c in {id(redis): redis, id(read_redis): read_redis}.values()]
         with contextlib.suppress(Exception):  # Redis may be down at start; readyz says so
             await engine.load_scripts()
@@ -125,6 +130,8 @@ class AppContext:
             await self.sync.stop()
         await self.cache.stop()
         await self.tokens.denylist.stop()
+        if self.password_hasher is not None:
+            self.password_hasher.close()
         await self.pool.close()
         for client in self._owned:
             await client.aclose()

@@ -32,9 +32,19 @@ def _request_id(scope: Scope) -> bytes:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, timeout_s: float, metrics: Any, access_log: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        timeout_s: float,
+        metrics: Any,
+        access_log: bool,
+        path_timeouts: dict[str, float] | None = None,
+    ) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        # Paths with their own budget (login: its hash queue, see api/hashing.py).
+        self.path_timeouts = path_timeouts or {}
         self.metrics = metrics
         self.access_log = access_log
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -59,7 +69,7 @@ class RequestMiddleware:
         try:
             # A backend that stops answering must not hold the client: whatever is
             # still running when the budget is spent is cancelled and answered 503.
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.path_timeouts.get(scope["path"], self.timeout_s)):
                 await self.app(scope, receive, send_with_id)
         except TimeoutError:
             if response_started:

@@ -177,7 +177,9 @@ def _login_op(*, query: bool = False) -> dict[str, Any]:
         "Exchange email and password for a bearer token",
         {
             "200": _json(_ref("Token"), "A token"),
-            **_problems("invalid-credentials", "rate-limited", *_BODY, "backend-unavailable"),
+            **_problems(
+                "invalid-credentials", "rate-limited", *_BODY, "backend-unavailable", "overloaded"
+            ),
         },
         **carrier,
     )

@@ -38,6 +38,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "internal-error": (500, "Internal error"),
     "backend-unavailable": (503, "A backing service is unavailable"),
     "state-unavailable": (503, "Reservation state is being rebuilt"),
+    "overloaded": (503, "Too many logins at once"),
 }
 
 

@@ -41,6 +41,10 @@ class Settings:
     login_max_failures_per_account: int = 5
     login_max_failures_per_address: int = 20
     login_failure_window_s: int = 300
+    # Login's own budget (hash queue included), apart from backend_timeout_ms.
+    login_timeout_ms: int = 3000
+    # Password hashes run at once per process; 0 = the number of cores.
+    password_hash_concurrency: int = 0
 
     partitions: int = 16
     key_prefix: str = "sk:"
@@ -101,6 +105,10 @@ class Settings:
     @property
     def backend_timeout_s(self) -> float:
         return self.backend_timeout_ms / 1000
+
+    @property
+    def login_timeout_s(self) -> float:
+        return self.login_timeout_ms / 1000
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

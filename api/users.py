@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from .hashing import hasher
 
 __all__ = [
     "User",
@@ -15,12 +14,8 @@ __all__ = [
     "find_user",
     "hasher",
     "role_of",
-    "verify_password",
+    "update_password_hash",
 ]
-
-hasher = PasswordHasher()  # argon2id with the library's recommended parameters
-# Verified against when the email is unknown, so both failures cost the same.
-_DUMMY_HASH = hasher.hash("slotkeeper-no-such-user")
 
 
 class UserExists(Exception):
@@ -57,17 +52,14 @@ async def find_user(pool: Any, email: str) -> User | None:
     return None if row is None else User(**dict(row))
 
 
+async def update_password_hash(pool: Any, user_id: int, password_hash: str) -> None:
+    """Store a re-hash made with the current argon2 parameters."""
+    await pool.execute(
+        "UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash
+    )
+
+
 async def role_of(pool: Any, user_id: int) -> str | None:
     """The user's role as stored now, or None if there is no such user."""
     role: str | None = await pool.fetchval("SELECT role FROM users WHERE user_id = $1", user_id)
     return role
-
-
-def verify_password(user: User | None, password: str) -> bool:
-    """Constant-ish time: an unknown user still pays for one argon2 verification."""
-    try:
-        return hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and (
-            user is not None
-        )
-    except (VerificationError, InvalidHashError):
-        return False
