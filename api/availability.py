@@ -79,7 +79,9 @@ class AvailabilityCache:
                 return snap
 
     def _rebuild(self) -> asyncio.Future[Snapshot]:
-        if self._inflight is None:
+        # A finished rebuild whose done-callback has not run yet counts as none:
+        # awaiting it would not yield, and get() would spin on it forever.
+        if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.ensure_future(self._build())
             self._inflight.add_done_callback(self._done)
         return asyncio.shield(self._inflight)
