@@ -5,7 +5,8 @@ section 4 leaves the choice to the budget). One hash takes one core for ~22 ms o
 the project's machine (docs/decisions.md). At most ``concurrency`` hashes run at
 once per process, in their own threads; the rest wait in order. A caller whose
 expected wait (the queue ahead of it times the measured time per hash, divided by
-the concurrency) would exceed the login budget is refused at once with
+the concurrency) would exceed the login budget, with every thread busy, is
+refused at once with
 ``Overloaded``, whose ``retry_after_s`` comes from the same estimate.
 """
 
@@ -32,6 +33,13 @@ _T = TypeVar("_T")
 _EWMA = 0.2  # weight of the newest measurement in the time-per-hash estimate
 
 
+def _timed(work: Callable[[], _T]) -> tuple[_T, float]:
+    """Timed in the thread: a wait for a busy thread is not counted as hashing."""
+    started = time.perf_counter()
+    result = work()
+    return result, time.perf_counter() - started
+
+
 class Overloaded(Exception):
     """The hash queue is longer than the login budget allows."""
 
@@ -41,14 +49,15 @@ class Overloaded(Exception):
 
 
 class BoundedHasher:
-    def __init__(self, *, concurrency: int = 0, budget_s: float = 3.0) -> None:
+    def __init__(self, *, concurrency: int = 0, budget_s: float = 5.0) -> None:
         self.concurrency = concurrency if concurrency > 0 else (os.cpu_count() or 1)
         self.budget_s = budget_s
         self._slots = asyncio.Semaphore(self.concurrency)  # FIFO for waiters
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="argon2")
         self._queued = 0  # admitted and not finished: running plus waiting
+        self._dummy_hash = hasher.hash("slotkeeper-no-such-user")  # also warms up
         started = time.perf_counter()
-        self._dummy_hash = hasher.hash("slotkeeper-no-such-user")
+        hasher.verify(self._dummy_hash, "slotkeeper-no-such-user")
         self.seconds_per_hash = time.perf_counter() - started
 
     def expected_wait_s(self) -> float:
@@ -59,15 +68,14 @@ class BoundedHasher:
     async def run(self, work: Callable[[], _T]) -> _T:
         """``work`` (one hash's worth of CPU) in a hashing thread, or ``Overloaded``."""
         wait = self.expected_wait_s()
-        if wait > self.budget_s:
+        # With a thread free, nothing is ahead: always admitted (and measured again).
+        if self._queued >= self.concurrency and wait > self.budget_s:
             raise Overloaded(max(1, math.ceil(wait)))
         self._queued += 1
         try:
             async with self._slots:
                 loop = asyncio.get_running_loop()
-                started = time.perf_counter()
-                result = await loop.run_in_executor(self._executor, work)
-                took = time.perf_counter() - started
+                result, took = await loop.run_in_executor(self._executor, _timed, work)
                 self.seconds_per_hash += _EWMA * (took - self.seconds_per_hash)
                 return result
         finally:

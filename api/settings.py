@@ -42,7 +42,7 @@ class Settings:
     login_max_failures_per_address: int = 20
     login_failure_window_s: int = 300
     # Login's own budget (hash queue included), apart from backend_timeout_ms.
-    login_timeout_ms: int = 3000
+    login_timeout_ms: int = 5000
     # Password hashes run at once per process; 0 = the number of cores.
     password_hash_concurrency: int = 0
 
