@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     run_args = argparse.Namespace(
         smoke=False, rounds=1, duration=args.seconds, connections=args.connections,
-        slots=1000, catalog_slots=1000, generator="auto", output=None,
+        slots=1000, catalog_slots=1000, generator="auto", output=None, cases=None,
     )  # fmt: skip
     redis_url = os.environ["SLOTKEEPER_BENCH_REDIS_URL"]
     server_dsn = os.environ["SLOTKEEPER_BENCH_DATABASE_URL"]

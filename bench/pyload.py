@@ -51,6 +51,9 @@ async def _connection(
         n += 1
         if args.script == "get.lua":
             req = _request("GET", args.path, parts.netloc, base, b"")
+        elif args.script == "get_gzip.lua":
+            gzip = {**base, "Accept-Encoding": "gzip"}
+            req = _request("GET", args.path, parts.netloc, gzip, b"")
         elif args.script == "hold_confirm.lua" and pending:
             req = _request("POST", f"/holds/{pending.pop()}/confirm", parts.netloc, base, b"")
         else:

@@ -35,6 +35,8 @@ def _cases(bench: Bench) -> dict[str, Case]:
         for c in (
             Case("bare", "api1", "get.lua", "/auth/whoami"),
             Case("availability", "api1", "get.lua", "/slots/availability"),
+            Case("availability gzip", "api1", "get_gzip.lua", "/slots/availability"),
+            Case("availability limit=100", "api1", "get.lua", "/slots/availability?limit=100"),
             Case("hold-spread", "api1", "hold.lua", "/slots/1/hold", slots=n),
             Case("hold-hot", "api1", "hold.lua", "/slots/1/hold", slots=1),
             Case("hold-confirm", "api1", "hold_confirm.lua", "/slots/1/hold", slots=n),
@@ -146,7 +148,32 @@ async def _drain_rate(bench: Bench, events: int) -> tuple[int, float]:
         await redis.aclose()
 
 
+API1 = ("bare", "availability", "availability gzip", "availability limit=100",
+        "hold-spread", "hold-hot", "hold-confirm")  # fmt: skip
+API2 = ("bare (2w)", "hold-spread (2w)", "hold-hot (2w)")
+
+
+def run_some(bench: Bench, names: list[str]) -> str:
+    """``--cases``: only the named cases of the API (and the bare route to compare with)."""
+    cases = _cases(bench)
+    unknown = [n for n in names if n not in cases or cases[n].target == "pg"]
+    if unknown:
+        raise SystemExit(f"unknown or unsupported cases: {unknown}; pick from {API1 + API2}")
+    for round_no in range(bench.args.rounds):
+        print(f"round {round_no + 1}/{bench.args.rounds}", flush=True)
+        for workers, group in ((1, API1), (2, API2)):
+            chosen = [n for n in group if n in names or n == group[0]]
+            if chosen == [group[0]] and group[0] not in names:
+                continue
+            with bench.worker(), bench.api(workers) as base:
+                for name in chosen:
+                    cases[name].results.append(bench.drive(base, cases[name]))
+    return render(bench, cases, None, 0.0, 0, 0.0, 0.0)
+
+
 def run_all(bench: Bench, catalog: Bench | None = None) -> str:
+    if bench.args.cases:
+        return run_some(bench, bench.args.cases)
     cases = _cases(bench)
     _pick_pg_pools(bench, cases)
     catalog_case = None
@@ -162,14 +189,14 @@ def run_all(bench: Bench, catalog: Bench | None = None) -> str:
         print(f"round {round_no + 1}/{bench.args.rounds}", flush=True)
         with bench.worker():
             with bench.api(1) as base:
-                for name in ("bare", "availability", "hold-spread", "hold-hot", "hold-confirm"):
+                for name in API1:
                     if name == "hold-spread" and round_no == 0:
                         asyncio.run(_reset_stats(bench.redis_url))
                     cases[name].results.append(bench.drive(base, cases[name]))
                     if name == "hold-spread" and round_no == 0:
                         evalsha_us = asyncio.run(_evalsha_cost_us(bench.redis_url))
             with bench.api(2) as base:
-                for name in ("bare (2w)", "hold-spread (2w)", "hold-hot (2w)"):
+                for name in API2:
                     cases[name].results.append(bench.drive(base, cases[name]))
         for name in ("pg-spread (2w)", "pg-hot (2w)"):
             with bench.pg_app(cases[name].pool or 8, workers=2) as base:
@@ -253,35 +280,38 @@ def render(
     def target(label: str, value: float, goal: str, ok: bool) -> None:
         targets.append((label, value, goal, ok))
 
-    target(
-        "hold-spread / bare (1 worker)",
-        rps("hold-spread") / rps("bare"),
-        ">= 0.5",
-        rps("hold-spread") >= 0.5 * rps("bare"),
-    )
-    target(
-        "availability / bare",
-        rps("availability") / rps("bare"),
-        ">= 0.8",
-        rps("availability") >= 0.8 * rps("bare"),
-    )
-    hot_ratio = rps("hold-hot (2w)") / max(rps("pg-hot (2w)"), 1e-9)
-    target("hold-hot / pg-hot req/s (2 workers)", hot_ratio, ">= 10", hot_ratio >= 10)
-    p99_ratio = p99("hold-hot (2w)") / max(p99("pg-hot (2w)"), 1e-9)
-    target("hold-hot p99 / pg-hot p99 (2 workers)", p99_ratio, "<= 0.2", p99_ratio <= 0.2)
-    spread_ratio = rps("hold-spread (2w)") / max(rps("pg-spread (2w)"), 1e-9)
-    target("hold-spread / pg-spread (2 workers)", spread_ratio, ">= 4", spread_ratio >= 4)
-    drain_ratio = drain_rate / rps("hold-spread")
-    target("drain events/s / hold-spread req/s", drain_ratio, ">= 3", drain_ratio >= 3)
+    def ran(*names: str) -> bool:
+        return all(cases[n].results for n in names)
+
+    def at_least(label: str, name: str, base: str, goal: float) -> None:
+        if ran(name, base):
+            ratio = rps(name) / max(rps(base), 1e-9)
+            target(label, ratio, f">= {goal:g}", ratio >= goal)
+
+    at_least("hold-spread / bare (1 worker)", "hold-spread", "bare", 0.5)
+    at_least("availability / bare", "availability", "bare", 0.8)
+    at_least("availability, all 1,000 slots, gzip / bare", "availability gzip", "bare", 0.6)
+    at_least("availability ?limit=100 / bare", "availability limit=100", "bare", 0.8)
+    full = ran("hold-hot (2w)", "pg-hot (2w)", "hold-spread (2w)", "pg-spread (2w)")
+    if full:
+        hot_ratio = rps("hold-hot (2w)") / max(rps("pg-hot (2w)"), 1e-9)
+        target("hold-hot / pg-hot req/s (2 workers)", hot_ratio, ">= 10", hot_ratio >= 10)
+        p99_ratio = p99("hold-hot (2w)") / max(p99("pg-hot (2w)"), 1e-9)
+        target("hold-hot p99 / pg-hot p99 (2 workers)", p99_ratio, "<= 0.2", p99_ratio <= 0.2)
+        spread_ratio = rps("hold-spread (2w)") / max(rps("pg-spread (2w)"), 1e-9)
+        target("hold-spread / pg-spread (2 workers)", spread_ratio, ">= 4", spread_ratio >= 4)
+        drain_ratio = drain_rate / rps("hold-spread")
+        target("drain events/s / hold-spread req/s", drain_ratio, ">= 3", drain_ratio >= 3)
     if catalog_case is not None and catalog_case.results:
         cat = catalog_case.median("requests_per_s") / rps("hold-spread")
         target("hold-spread 100k catalog / 1k catalog", cat, ">= 0.9", cat >= 0.9)
-    target("hold script server cost (us/call)", evalsha_us, "<= 20", 0 < evalsha_us <= 20)
+    if full:
+        target("hold script server cost (us/call)", evalsha_us, "<= 20", 0 < evalsha_us <= 20)
     if memory:
         target("Redis bytes per active hold", memory, "<= 400", memory <= 400)
 
     lines = [
-        "## Latest run",
+        "## Latest run" if full else "## Latest partial run (`--cases`)",
         "",
         "Written by `make bench` (bench/run.py); the prose outside this part is kept.",
         "",
@@ -294,7 +324,8 @@ def render(
         f" {bench.args.rounds} rounds alternating the cases; figures are medians of the rounds",
         f"- command: `python bench/run.py --rounds {bench.args.rounds}"
         f" --duration {bench.args.duration:g} --connections {bench.args.connections}"
-        f" --slots {bench.args.slots}`",
+        f" --slots {bench.args.slots}"
+        + (f" --cases '{','.join(bench.args.cases)}'`" if bench.args.cases else "`"),
         "- API: `slotkeeper serve --workers N` (uvloop, httptools), access log off, hold rate limit"
         " off, per-user cap raised; `slotkeeper worker` draining meanwhile",
         "",
@@ -304,14 +335,17 @@ def render(
     ]
     if catalog_case is not None and catalog_case.results:
         lines.append(_row(catalog_case))
+    if full:
+        lines += [
+            "",
+            f"pg cases: the row-lock design at its best pool size"
+            f" (hot: {cases['pg-hot (2w)'].pool}, spread: {cases['pg-spread (2w)'].pool});"
+            " calibration: " + "; ".join(bench.notes) + ".",
+            "",
+            f"drain: {drained:,} hold events written to PostgreSQL at {drain_rate:,.0f} events/s"
+            " (the worker's batch path: XREADGROUP 500, one transaction, XACK).",
+        ]
     lines += [
-        "",
-        f"pg cases: the row-lock design at its best pool size"
-        f" (hot: {cases['pg-hot (2w)'].pool}, spread: {cases['pg-spread (2w)'].pool});"
-        " calibration: " + "; ".join(bench.notes) + ".",
-        "",
-        f"drain: {drained:,} hold events written to PostgreSQL at {drain_rate:,.0f} events/s"
-        " (the worker's batch path: XREADGROUP 500, one transaction, XACK).",
         "",
         "### Targets",
         "",

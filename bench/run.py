@@ -6,6 +6,9 @@ its rounds. Ratios are what matters: absolute numbers depend on the machine.
 
     python bench/run.py                 # the full run (a few minutes)
     python bench/run.py --smoke         # seconds, tiny load: keeps the harness working
+    python bench/run.py --cases 'availability gzip,availability limit=100'
+                                        # only these API cases (and bare); written to
+                                        # their own part of docs/perf.md
 """
 
 from __future__ import annotations
@@ -272,14 +275,21 @@ async def reset_stats(url: str) -> None:
 
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+PARTIAL = "<!-- bench:cases:begin -->", "<!-- bench:cases:end -->"
 
 
-def write_report(path: Path, report: str) -> None:
-    """Replace the generated part of ``path``; the prose around it is kept."""
-    text = path.read_text() if path.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    path.write_text(f"{head}{BEGIN}\n{report}\n{END}{tail}")
+def write_report(path: Path, report: str, *, partial: bool = False) -> None:
+    """Replace the generated part of ``path``; the prose around it is kept.
+
+    A ``--cases`` run has its own part, so it never overwrites the full table.
+    """
+    begin, end = PARTIAL if partial else (BEGIN, END)
+    text = path.read_text() if path.exists() else "# Performance\n"
+    if begin not in text:
+        text = f"{text.rstrip()}\n\n{begin}\n{end}\n"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{begin}\n{report}\n{end}{tail}")
 
 
 def main() -> None:
@@ -294,6 +304,11 @@ def main() -> None:
     parser.add_argument("--catalog-slots", type=int, default=100_000)
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "perf.md")
+    parser.add_argument(
+        "--cases",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        help="comma-separated API cases to run alone (e.g. 'availability gzip'); bare always runs",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.duration, args.connections = 1, 1.0, 4
@@ -319,15 +334,16 @@ def main() -> None:
                             redis_url, server_dsn, work)  # fmt: skip
             try:
                 asyncio.run(bench.prepare())
-                asyncio.run(catalog.prepare())
-                report = run_all(bench, catalog)
+                if not args.cases:  # a partial run has no catalog case
+                    asyncio.run(catalog.prepare())
+                report = run_all(bench, None if args.cases else catalog)
             finally:
                 for deployment in (bench, catalog):
                     with contextlib.suppress(Exception):
                         asyncio.run(deployment.cleanup())
             print(report)
             if args.output is not None:
-                write_report(args.output, report)
+                write_report(args.output, report, partial=bool(args.cases))
                 print(f"written to {args.output}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
