@@ -15,19 +15,52 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
 from engine import Slot
 
 from .http import slot_body
+from .representation import Representation
 from .tasks import cancel_and_wait
 
-__all__ = ["AvailabilityCache", "Snapshot"]
+__all__ = ["AvailabilityCache", "Page", "Pages", "Snapshot", "select"]
+
+PAGES_PER_SNAPSHOT = 64  # distinct queries kept per snapshot; a page is at most the full list
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    representation: Representation
+    link: bytes | None  # the Link header to the next page, if there is one
+
+
+class Pages:
+    """A small LRU of rendered pages, keyed by the raw query string.
+
+    It lives in one snapshot, so a rebuild (after a change or at the age bound)
+    starts an empty one: nothing here is ever stale.
+    """
+
+    def __init__(self, size: int = PAGES_PER_SNAPSHOT) -> None:
+        self._size = size
+        self._pages: OrderedDict[bytes, Page] = OrderedDict()
+
+    def get(self, key: bytes) -> Page | None:
+        page = self._pages.get(key)
+        if page is not None:
+            self._pages.move_to_end(key)
+        return page
+
+    def put(self, key: bytes, page: Page) -> Page:
+        self._pages[key] = page
+        if len(self._pages) > self._size:
+            self._pages.popitem(last=False)
+        return page
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +68,10 @@ class Snapshot:
     slots: Sequence[Slot]
     ids: Sequence[int]
     fragments: Sequence[bytes]  # each slot pre-encoded
-    full_body: bytes  # every slot, the most common answer
-    full_etag: str
+    full: Representation  # every slot, the most common answer
     built_at: float
     generation: int
-
-
-def etag_of(body: bytes) -> str:
-    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    pages: Pages = field(default_factory=Pages)
 
 
 class AvailabilityCache:
@@ -101,8 +130,7 @@ class AvailabilityCache:
             slots=slots,
             ids=[s.slot_id for s in slots],
             fragments=fragments,
-            full_body=full,
-            full_etag=etag_of(full),
+            full=Representation(full),
             built_at=started,
             generation=generation,
         )
@@ -128,12 +156,12 @@ class AvailabilityCache:
             await asyncio.sleep(period)
 
 
-def page(
+def select(
     snap: Snapshot, after_id: int, limit: int, keep: Callable[[Slot], bool] | None
-) -> tuple[list[bytes], int | None]:
-    """Fragments of the slots after ``after_id`` that pass ``keep``; and the next cursor id."""
+) -> tuple[list[int], int | None]:
+    """Indices of the slots after ``after_id`` that pass ``keep``; and the next cursor id."""
     start = bisect.bisect_right(snap.ids, after_id)
-    out: list[bytes] = []
+    out: list[int] = []
     last = None
     for index in range(start, len(snap.slots)):
         slot = snap.slots[index]
@@ -141,6 +169,6 @@ def page(
             continue
         if len(out) == limit:
             return out, last
-        out.append(snap.fragments[index])
+        out.append(index)
         last = slot.slot_id
     return out, None

@@ -1,30 +1,23 @@
-"""Slots: availability (cached), one slot, and the admin catalog routes."""
+"""Slots: availability (api/availability_routes.py), one slot, the admin catalog routes."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 import engine
-from engine import Slot
 
 from .auth import Principal
-from .availability import etag_of, page
+from .availability_routes import availability
 from .context import AppContext
 from .http import (
     MAX_ID,
-    bad_cursor,
-    decode_cursor,
-    encode_cursor,
     json_response,
     parse_datetime,
     path_id,
-    query_limit,
     read_json,
     slot_body,
 )
@@ -36,69 +29,6 @@ _MAX_CAPACITY = 1_000_000_000
 _MAX_LABEL = 200
 _CREATE_FIELDS = {"slot_id", "capacity", "state", "label", "starts_at", "ends_at"}
 _PATCH_FIELDS = _CREATE_FIELDS - {"slot_id"}
-
-
-def _decode_after(cursor: str) -> int:
-    raw = decode_cursor(cursor)
-    if raw[:1] == "s" and raw[1:].isascii() and raw[1:].isdigit() and len(raw) <= 20:
-        return int(raw[1:])
-    raise bad_cursor()
-
-
-def _filters(request: Request) -> tuple[int, int, Any]:
-    q = request.query_params
-    ctx: AppContext = request.app.state.ctx
-    max_limit = ctx.settings.availability_page_limit
-    limit = query_limit(request, default=max_limit, maximum=max_limit)
-    after = _decode_after(q["cursor"]) if "cursor" in q else 0
-    start = parse_datetime(q["from"], "from", slug="bad-request") if "from" in q else None
-    end = parse_datetime(q["to"], "to", slug="bad-request") if "to" in q else None
-    available = q.get("available")
-    if available not in (None, "true", "false"):
-        raise Problem("bad-request", "available must be true or false")
-    if start is None and end is None and available is None:
-        return after, limit, None
-
-    def keep(slot: Slot) -> bool:
-        if available == "true" and slot.remaining <= 0:
-            return False
-        if available == "false" and slot.remaining > 0:
-            return False
-        if start is not None or end is not None:
-            if slot.starts_at is None:
-                return False
-            at = datetime.fromisoformat(slot.starts_at)
-            if (start is not None and at < start) or (end is not None and at >= end):
-                return False
-        return True
-
-    return after, limit, keep
-
-
-async def availability(request: Request) -> Response:
-    ctx: AppContext = request.app.state.ctx
-    await ctx.tokens.authenticate(request)
-    after, limit, keep = _filters(request)
-    snap = await ctx.cache.get()
-    if after == 0 and keep is None and limit >= len(snap.ids):
-        body, etag, next_id = snap.full_body, snap.full_etag, None
-    else:
-        fragments, next_id = page(snap, after, limit, keep)
-        body = b"[" + b",".join(fragments) + b"]"
-        etag = etag_of(body)
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=0"}
-    if next_id is not None:
-        params = dict(request.query_params)
-        params["cursor"] = encode_cursor(f"s{next_id}")
-        query = urlencode(params)
-        headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
-    if etag in _etags(request.headers.get("if-none-match", "")):
-        return Response(status_code=304, headers=headers)
-    return Response(body, headers=headers, media_type="application/json")
-
-
-def _etags(header: str) -> set[str]:
-    return {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
 
 
 async def get_slot(request: Request) -> Response:
