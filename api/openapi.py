@@ -5,11 +5,17 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from .availability_routes import SLOT_FIELDS
 from .problems import PROBLEM_TYPES, problem_type_uri
 
 __all__ = ["openapi_document"]
 
 _TIME = {"type": "string", "format": "date-time"}
+_SLOT_PROPERTIES = {
+    "slot_id": {"type": "integer"}, "capacity": {"type": "integer", "minimum": 0},
+    "remaining": {"type": "integer", "minimum": 0}, "state": {"enum": ["open", "closed"]},
+    "label": {"type": "string"}, "starts_at": _TIME, "ends_at": _TIME,
+}  # fmt: skip
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
@@ -45,6 +51,19 @@ _SLOT_ID = {
     "required": True,
     "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
 }
+# GET /slots/availability: the list, its negotiated headers, fields=.
+_SLOTS = {"type": "array", "items": {"anyOf": [_ref("Slot"), _ref("SlotFields")]}}
+_HEADERS = {
+    "ETag": {"schema": {"type": "string"}, "description": "strong, one per content coding"},
+    "Link": {"schema": {"type": "string"}, "description": "next page"},
+    "Vary": {"schema": {"const": "Accept-Encoding"}},
+    "Content-Encoding": {"schema": {"const": "gzip"}, "description": "by Accept-Encoding q"},
+}
+_FIELDS = {
+    "name": "fields", "in": "query", "style": "form", "explode": False,
+    "description": "only these keys per slot (slot_id always); unknown name: 400",
+    "schema": {"type": "array", "items": {"enum": list(SLOT_FIELDS)}},
+}  # fmt: skip
 _HOLD_ID = {"name": "hold_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 _SCHEMAS: dict[str, Any] = {
@@ -87,16 +106,9 @@ _SCHEMAS: dict[str, Any] = {
     "Slot": {
         "type": "object",
         "required": ["slot_id", "capacity", "remaining", "state"],
-        "properties": {
-            "slot_id": {"type": "integer"},
-            "capacity": {"type": "integer", "minimum": 0},
-            "remaining": {"type": "integer", "minimum": 0},
-            "state": {"enum": ["open", "closed"]},
-            "label": {"type": "string"},
-            "starts_at": _TIME,
-            "ends_at": _TIME,
-        },
+        "properties": _SLOT_PROPERTIES,
     },
+    "SlotFields": {"type": "object", "required": ["slot_id"], "properties": _SLOT_PROPERTIES},
     "SlotCreate": {
         "type": "object",
         "required": ["capacity"],
@@ -219,11 +231,8 @@ def _paths() -> dict[str, Any]:
                 "Every slot with what is left, ordered by slot_id (cached, bounded staleness)",
                 {
                     "200": {
-                        **_json({"type": "array", "items": _ref("Slot")}, "Slots"),
-                        "headers": {
-                            "ETag": {"schema": {"type": "string"}},
-                            "Link": {"schema": {"type": "string"}, "description": "next page"},
-                        },
+                        **_json(_SLOTS, "Slots (fields=: only those keys)"),
+                        "headers": _HEADERS,
                     },
                     "304": {"description": "Not modified (If-None-Match)"},
                     **_problems("bad-request", "state-unavailable", *_AUTH),
@@ -235,6 +244,7 @@ def _paths() -> dict[str, Any]:
                     {"name": "available", "in": "query", "schema": {"enum": ["true", "false"]}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    _FIELDS,
                 ],
             )
         },

@@ -8,6 +8,8 @@ from typing import Any
 from starlette.routing import Route
 
 from api.app import create_app
+from api.http import slot_body
+from engine import Slot
 
 from .conftest import Harness
 
@@ -139,3 +141,18 @@ async def test_every_ref_resolves(harness: Harness) -> None:
     assert refs, "the document uses no $ref at all"
     for ref in set(refs):
         _resolve(doc, ref)
+
+
+async def test_availability_documents_fields_and_codings(harness: Harness) -> None:
+    doc = await _document(harness)
+    op = doc["paths"]["/slots/availability"]["get"]
+    params = {p["name"]: p for p in op["parameters"]}
+    fields = params["fields"]
+    assert (fields["in"], fields["style"], fields["explode"]) == ("query", "form", False)
+    # The names fields= accepts are exactly the keys a slot can carry.
+    every = Slot(1, 5, 3, 2, 0, label="x", starts_at="s", ends_at="e")
+    assert fields["schema"]["items"]["enum"] == list(slot_body(every))
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["SlotFields"]["properties"]) == set(slot_body(every))
+    assert schemas["SlotFields"]["required"] == ["slot_id"]
+    assert {"ETag", "Vary", "Content-Encoding", "Link"} <= set(op["responses"]["200"]["headers"])
