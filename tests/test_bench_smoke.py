@@ -28,6 +28,8 @@ def test_bench_smoke_run_reports_every_case() -> None:
     for case in (
         "| bare |",
         "| availability |",
+        "| availability gzip |",
+        "| availability limit=100 |",
         "| hold-spread |",
         "| hold-hot |",
         "| pg-hot (2w) |",
