@@ -90,7 +90,7 @@ def _fields(request: Request) -> frozenset[str] | None:
         if name not in SLOT_FIELDS:
             raise Problem(
                 "bad-request",
-                f"fields: unknown field {name!r}; known fields: {', '.join(SLOT_FIELDS)}",
+                f"fields: unknown field {name[:64]!r}; known fields: {', '.join(SLOT_FIELDS)}",
             )
     names.add("slot_id")
     return None if len(names) == len(SLOT_FIELDS) else frozenset(names)
