@@ -56,7 +56,7 @@ class Representation:
 
     def gzip(self) -> bytes:
         if self._gzip is None:
-            # mtime=0: the same body gives the same bytes on every node.
+            # mtime=0: with the same zlib, the same body gives the same bytes on every node.
             self._gzip = gzip.compress(self.body, _GZIP_LEVEL, mtime=0)
         return self._gzip
 
@@ -68,7 +68,7 @@ class Representation:
 
 
 class ReadyResponse(Response):
-    """A response from bytes and pre-encoded headers: no per-request header building."""
+    """A response from bytes and raw headers, skipping Starlette's header encoding."""
 
     def __init__(
         self, body: bytes, headers: Iterable[tuple[bytes, bytes]], status_code: int = 200
