@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import orjson
 
 from engine import Slot
+from engine.tasks import cancel_and_wait
 
 from .http import slot_body
-from .tasks import cancel_and_wait
 
 __all__ = ["AvailabilityCache", "Snapshot"]
 

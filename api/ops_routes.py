@@ -77,8 +77,10 @@ async def metrics(request: Request) -> Response:
     with contextlib.suppress(Exception):  # metrics answer even with Redis away
         async with asyncio.timeout(ctx.settings.backend_timeout_s / 2):
             ctx.metrics.sync_lag.set(await sync_lag_ms(ctx.engine, ctx.redis) / 1000)
-            prefix = ctx.settings.key_prefix
-            expired, drift = await ctx.redis.mget(prefix + EXPIRED_COUNTER, prefix + DRIFT_GAUGE)
+            keys = ctx.engine.keys
+            expired, drift = await ctx.redis.mget(
+                keys.counter(EXPIRED_COUNTER), keys.counter(DRIFT_GAUGE)
+            )
             ctx.metrics.expired.set(int(expired or 0))
             ctx.metrics.drift.set(int(drift or 0))
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

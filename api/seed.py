@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 import engine
 from sync.restore import ensure_partitions
 
-from .context import connect_redis
-from .db import create_pool
 from .settings import Settings
 from .users import UserExists, create_user
 
@@ -23,8 +21,9 @@ _DEMO_SLOTS = 5
 async def seed_demo(settings: Settings) -> list[str]:
     """Create what is missing; leave what exists alone."""
     report = []
-    pool = await create_pool(settings.database_url, size=2, timeout_s=10)
-    redis = connect_redis(settings.redis_url, settings)
+    sync = settings.sync_settings()
+    pool = await sync.create_pool(size=2)
+    redis = sync.connect_redis()
     try:
         for email, password, role in (
             (DEMO_EMAIL, DEMO_PASSWORD, "user"),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import EngineSettings
+from sync.settings import SyncSettings
 
 __all__ = ["WEAK_SECRETS", "ConfigError", "Settings"]
 
@@ -61,6 +62,8 @@ class Settings:
     max_body_bytes: int = 16_384
     redis_max_connections: int = 64
     database_pool_size: int = 10
+    # SQL statements of the worker and the CLI (restore, reconcile) give up after this.
+    sync_database_timeout_ms: int = 30_000
     log_level: str = "INFO"
     access_log: bool = True
 
@@ -85,6 +88,19 @@ class Settings:
             max_quantity=self.max_quantity,
             max_held_per_user_slot=self.max_held_per_user_slot,
             finished_retention_s=self.finished_retention_s,
+        )
+
+    def sync_settings(self) -> SyncSettings:
+        return SyncSettings(
+            redis_url=self.redis_url,
+            database_url=self.database_url,
+            engine=self.engine_settings(),
+            redis_cluster=self.redis_cluster,
+            redis_max_connections=self.redis_max_connections,
+            database_pool_size=self.database_pool_size,
+            redis_timeout_s=self.backend_timeout_s,
+            database_timeout_s=self.sync_database_timeout_ms / 1000,
+            claim_idle_ms=self.sync_claim_idle_ms,
         )
 
     def check_secret(self) -> None:

@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.auth import TokenService  # noqa: E402
-from api.db import migrate  # noqa: E402
 from api.embedded import EmbeddedServers  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from api.users import create_user  # noqa: E402
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 from engine import Engine, Slot  # noqa: E402
+from sync.db import migrate  # noqa: E402
 
 BIG = 1_000_000_000
 SECRET = "bench-secret-" + "b" * 40

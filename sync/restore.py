@@ -80,7 +80,7 @@ async def ensure_partitions(
     restored = []
     for partition in await engine.unavailable_partitions():
         lock = redis.lock(
-            f"{engine.settings.key_prefix}lock:restore:{partition}",
+            engine.keys.lock(f"restore:{partition}"),
             timeout=_RESTORE_LOCK_S,
             blocking=False,
         )

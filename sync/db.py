@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
-__all__ = ["create_pool", "migrate", "pending_migrations"]
+__all__ = ["Pool", "create_pool", "migrate", "pending_migrations"]
+
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK = 0x51_07_4B_EE
 
 
-async def create_pool(dsn: str, *, size: int, timeout_s: float) -> Any:
+async def create_pool(dsn: str, *, size: int, timeout_s: float) -> Pool:
     """A pool whose every statement gives up after ``timeout_s`` (never hangs)."""
     return await asyncpg.create_pool(
         dsn,
