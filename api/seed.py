@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import engine
+from sync import catalog
 from sync.restore import ensure_partitions
 
 from .settings import Settings
@@ -39,28 +40,18 @@ async def seed_demo(settings: Settings) -> list[str]:
         day = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0)
         for n in range(1, _DEMO_SLOTS + 1):
             starts = day + timedelta(days=1, hours=n)
-            async with pool.acquire() as conn, conn.transaction():
-                inserted = await conn.fetchval(
-                    "INSERT INTO slots (slot_id, capacity, label, starts_at, ends_at)"
-                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING slot_id",
-                    n,
-                    10,
-                    f"Gate A, window {n}",
-                    starts,
-                    starts + timedelta(hours=1),
-                )
-                if inserted is None:
-                    continue
-                await eng.create_slot(
-                    n,
-                    10,
-                    attributes={
-                        "label": f"Gate A, window {n}",
-                        "starts_at": starts.isoformat(),
-                        "ends_at": (starts + timedelta(hours=1)).isoformat(),
-                    },
-                )
-                report.append(f"slot {n} (capacity 10)")
+            fields = {
+                "slot_id": n,
+                "capacity": 10,
+                "label": f"Gate A, window {n}",
+                "starts_at": starts,
+                "ends_at": starts + timedelta(hours=1),
+            }
+            try:
+                await catalog.create_slot(eng, pool, fields)
+            except engine.SlotExists:
+                continue
+            report.append(f"slot {n} (capacity 10)")
     finally:
         await redis.aclose()
         await pool.close()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["Pool", "create_pool", "migrate", "pending_migrations"]
+__all__ = ["Conn", "Pool", "create_pool", "migrate", "pending_migrations"]
 
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+# A connection of its own, or one taken from a pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK = 0x51_07_4B_EE
@@ -37,13 +40,13 @@ def _migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def pending_migrations(conn: Any) -> list[str]:
+async def pending_migrations(conn: Conn) -> list[str]:
     await _ensure_table(conn)
     applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
     return [name for version, name, _ in _migration_files() if version not in applied]
 
 
-async def _ensure_table(conn: Any) -> None:
+async def _ensure_table(conn: Conn) -> None:
     await conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version integer PRIMARY KEY, name text NOT NULL,"
