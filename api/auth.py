@@ -11,6 +11,8 @@ from typing import Any
 import jwt
 from starlette.requests import Request
 
+from engine.client import RedisClient
+
 from .problems import Problem
 from .revocation import Denylist
 
@@ -46,7 +48,7 @@ class TokenService:
         algorithm: str,
         ttl_s: int,
         refresh_window_s: int,
-        redis: Any,
+        redis: RedisClient,
         key_prefix: str,
         mirror_revocations: bool = True,
     ) -> None:

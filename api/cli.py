@@ -7,14 +7,22 @@ import logging
 import os
 import signal
 import sys
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from .settings import ConfigError, Settings
 
+if TYPE_CHECKING:  # the commands import what they use: `slotkeeper --help` stays quick
+    from engine import Engine
+    from engine.client import RedisClient
+    from sync.db import Pool
+
 __all__ = ["app", "main"]
+
+T = TypeVar("T")
 
 app = typer.Typer(help="slotkeeper: slot reservations that never oversell.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -180,7 +188,7 @@ def migrate() -> None:
     console.print(f"applied: {', '.join(done)}" if done else "database is up to date")
 
 
-async def _with_pool(settings: Settings, work: Any) -> Any:
+async def _with_pool(settings: Settings, work: Callable[[Pool], Awaitable[T]]) -> T:
     pool = await settings.sync_settings().create_pool(size=2)
     try:
         return await work(pool)
@@ -238,7 +246,7 @@ def worker() -> None:
     build_worker(settings.sync_settings()).run()
 
 
-async def _sync_parts(settings: Settings) -> Any:
+async def _sync_parts(settings: Settings) -> tuple[Engine, RedisClient, Pool]:
     from engine import Engine
 
     sync = settings.sync_settings()

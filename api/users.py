@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from sync.db import Pool
 
 __all__ = [
     "User",
@@ -35,7 +36,7 @@ class User:
     password_hash: str
 
 
-async def create_user(pool: Any, email: str, password: str, *, role: str = "user") -> User:
+async def create_user(pool: Pool, email: str, password: str, *, role: str = "user") -> User:
     password_hash = hasher.hash(password)
     row = await pool.fetchrow(
         "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3)"
@@ -49,7 +50,7 @@ async def create_user(pool: Any, email: str, password: str, *, role: str = "user
     return User(row["user_id"], email, role, password_hash)
 
 
-async def find_user(pool: Any, email: str) -> User | None:
+async def find_user(pool: Pool, email: str) -> User | None:
     row = await pool.fetchrow(
         "SELECT user_id, email, role, password_hash FROM users WHERE lower(email) = lower($1)",
         email,
@@ -57,7 +58,7 @@ async def find_user(pool: Any, email: str) -> User | None:
     return None if row is None else User(**dict(row))
 
 
-async def role_of(pool: Any, user_id: int) -> str | None:
+async def role_of(pool: Pool, user_id: int) -> str | None:
     """The user's role as stored now, or None if there is no such user."""
     role: str | None = await pool.fetchval("SELECT role FROM users WHERE user_id = $1", user_id)
     return role

@@ -11,6 +11,7 @@ import orjson
 
 from engine import Hold, SlotEvent
 
+from .db import Conn, Pool
 from .records import at, upsert_holds, upsert_slots
 
 __all__ = ["Entry", "write_batch"]
@@ -70,7 +71,7 @@ ON CONFLICT DO NOTHING
 """
 
 
-async def _apply(conn: Any, entries: list[Entry]) -> None:
+async def _apply(conn: Conn, entries: list[Entry]) -> None:
     """Apply in stream order; consecutive entries of one kind go in one executemany."""
     run: list[Entry] = []
     for entry in [*entries, None]:
@@ -90,7 +91,7 @@ async def _apply(conn: Any, entries: list[Entry]) -> None:
             run.append(entry)
 
 
-async def write_batch(pool: Any, entries: list[Entry]) -> int:
+async def write_batch(pool: Pool, entries: list[Entry]) -> int:
     """Write entries in one transaction; returns how many were rejected.
 
     If the batch breaks a constraint, each entry is retried in its own

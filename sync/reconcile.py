@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from engine import Engine, Hold
+from engine.client import RedisClient
 
+from .db import Pool
 from .drain import drain_stream
 from .records import HOLD_COLUMNS, hold_from_row, upsert_holds
 from .restore import restore_partition
@@ -38,7 +39,7 @@ class Drift:
         return not self.problems
 
 
-async def check_partition(engine: Engine, pool: Any, partition: int) -> Drift:
+async def check_partition(engine: Engine, pool: Pool, partition: int) -> Drift:
     drift = Drift(partition)
     partitions = engine.settings.partitions
     redis_slots = {s.slot_id: s for s in await engine.partition_slots(partition)}
@@ -105,7 +106,7 @@ async def check_partition(engine: Engine, pool: Any, partition: int) -> Drift:
     return drift
 
 
-async def _repair_in_postgres(pool: Any, holds: list[Hold]) -> None:
+async def _repair_in_postgres(pool: Pool, holds: list[Hold]) -> None:
     """Write what Redis knows and PostgreSQL lacks, and record it as a repair
     (the audit table keeps only what the streams said)."""
     async with pool.acquire() as conn, conn.transaction():
@@ -119,8 +120,8 @@ async def _repair_in_postgres(pool: Any, holds: list[Hold]) -> None:
 
 async def reconcile(
     engine: Engine,
-    redis: Any,
-    pool: Any,
+    redis: RedisClient,
+    pool: Pool,
     *,
     repair: bool = False,
     progress: Callable[[int], None] | None = None,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from engine import Engine, Hold, Slot
+from engine.client import RedisClient
 
+from .db import Pool
 from .drain import drain_stream
 from .records import (
     HOLD_COLUMNS,
@@ -25,7 +26,7 @@ _RESTORE_LOCK_S = 60
 
 
 async def snapshot(
-    pool: Any, partitions: int, partition: int, idempotency_ttl_s: int
+    pool: Pool, partitions: int, partition: int, idempotency_ttl_s: int
 ) -> tuple[list[Slot], list[Hold]]:
     """A partition's slots and the holds Redis must know: live ones, and finished
     ones still inside the idempotency memory (so a retried key replays)."""
@@ -46,7 +47,7 @@ async def snapshot(
     return slots, [hold_from_row(r) for r in hold_rows]
 
 
-async def restore_partition(engine: Engine, redis: Any, pool: Any, partition: int) -> int:
+async def restore_partition(engine: Engine, redis: RedisClient, pool: Pool, partition: int) -> int:
     """Rebuild one partition from PostgreSQL; returns the number of holds loaded.
 
     Commands stop first (epoch marker gone), then whatever the stream still
@@ -64,8 +65,8 @@ async def restore_partition(engine: Engine, redis: Any, pool: Any, partition: in
 
 async def ensure_partitions(
     engine: Engine,
-    redis: Any,
-    pool: Any,
+    redis: RedisClient,
+    pool: Pool,
     *,
     on_restored: Callable[[int, int], None] | None = None,
 ) -> list[int]:
@@ -92,7 +93,7 @@ async def ensure_partitions(
     return restored
 
 
-async def restore_from_redis(engine: Engine, pool: Any, partition: int) -> int:
+async def restore_from_redis(engine: Engine, pool: Pool, partition: int) -> int:
     """Make PostgreSQL's current state match Redis for one partition (Redis wins)."""
     slots = await engine.partition_slots(partition)
     holds = await engine.partition_holds(partition)

@@ -15,8 +15,10 @@ import socket
 from typing import Any
 
 from engine import Engine, EngineError, StateUnavailable
+from engine.client import RedisClient
 from engine.tasks import cancel_and_wait
 
+from .db import Pool
 from .drain import drain_partition, sync_lag_ms
 from .reconcile import check_partition
 from .restore import ensure_partitions
@@ -39,8 +41,8 @@ class SyncService:
     def __init__(
         self,
         engine: Engine,
-        redis: Any,
-        pool: Any,
+        redis: RedisClient,
+        pool: Pool,
         *,
         consumer: str | None = None,
         batch: int = 500,
