@@ -65,7 +65,7 @@ async def create_hold(request: Request) -> Response:
     key = _idempotency_key(request)
     quantity = await _quantity(request, ctx)
     if ctx.settings.hold_rate_per_minute:
-        wait = await ctx.hold_rate.hit(str(principal.user_id))
+        wait = await ctx.hold_rate.hit(principal.user_id)
         if wait:
             ctx.metrics.holds.labels("rate_limited").inc()
             raise Problem(
@@ -76,7 +76,7 @@ async def create_hold(request: Request) -> Response:
             )
     try:
         outcome = await hold_or_replay(
-            ctx.engine, ctx.pool, slot_id, str(principal.user_id), key, quantity
+            ctx.engine, ctx.pool, slot_id, principal.user_id, key, quantity
         )
     except engine.EngineError as exc:
         ctx.metrics.holds.labels(type(exc).__name__).inc()
@@ -97,7 +97,7 @@ async def get_hold(request: Request) -> Response:
     hold_id = request.path_params["hold_id"]
     hold = await find_hold(ctx.engine, ctx.pool, hold_id)
     # Someone else's hold is as unknown as a hold that never existed.
-    if hold is None or (hold.user_id != str(principal.user_id) and not principal.is_admin):
+    if hold is None or (hold.user_id != principal.user_id and not principal.is_admin):
         raise Problem("not-found", "hold not found")
     return json_response(hold_body(hold))
 
@@ -117,7 +117,7 @@ async def list_holds(request: Request) -> Response:
     q = request.query_params
     limit = query_limit(request, default=100, maximum=1000)
     after = _decode_position(q["cursor"]) if "cursor" in q else None
-    found = await read_holds(ctx.pool, str(principal.user_id), limit, after)
+    found = await read_holds(ctx.pool, principal.user_id, limit, after)
     headers = {}
     if found.next_after is not None:
         created_ms, hold_id = found.next_after
@@ -131,7 +131,7 @@ async def _change_hold(request: Request, command: str) -> Response:
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
     change = ctx.engine.confirm if command == "confirm" else ctx.engine.cancel
-    outcome = await change(request.path_params["hold_id"], str(principal.user_id))
+    outcome = await change(request.path_params["hold_id"], principal.user_id)
     if outcome.changed:
         ctx.cache.invalidate()
     return json_response(hold_body(outcome.hold))

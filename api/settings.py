@@ -47,7 +47,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "finished_retention_s": (1, 366 * 86_400),
     "sync_claim_idle_ms": (1, 86_400_000),
     "sync_database_timeout_ms": (1, 3_600_000),
-    "availability_cache_ms": (0, 60_000),
+    "availability_cache_ms": (0, 86_400_000),
     "availability_page_limit": (1, 100_000),
     "backend_timeout_ms": (1, 600_000),
     "max_body_bytes": (1, 64 * 1024 * 1024),

@@ -30,7 +30,7 @@ class UserExists(Exception):
 
 @dataclass(frozen=True, slots=True)
 class User:
-    user_id: int
+    user_id: str
     email: str
     role: str
     password_hash: str
@@ -47,7 +47,7 @@ async def create_user(pool: Pool, email: str, password: str, *, role: str = "use
     )
     if row is None:
         raise UserExists(email)
-    return User(row["user_id"], email, role, password_hash)
+    return User(str(row["user_id"]), email, role, password_hash)
 
 
 async def find_user(pool: Pool, email: str) -> User | None:
@@ -55,12 +55,14 @@ async def find_user(pool: Pool, email: str) -> User | None:
         "SELECT user_id, email, role, password_hash FROM users WHERE lower(email) = lower($1)",
         email,
     )
-    return None if row is None else User(**dict(row))
+    return None if row is None else User(**{**dict(row), "user_id": str(row["user_id"])})
 
 
-async def role_of(pool: Pool, user_id: int) -> str | None:
+async def role_of(pool: Pool, user_id: str) -> str | None:
     """The user's role as stored now, or None if there is no such user."""
-    role: str | None = await pool.fetchval("SELECT role FROM users WHERE user_id = $1", user_id)
+    role: str | None = await pool.fetchval(
+        "SELECT role FROM users WHERE user_id = $1", int(user_id)
+    )
     return role
 
 
