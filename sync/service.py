@@ -23,7 +23,7 @@ from .drain import drain_partition, sync_lag_ms
 from .reconcile import check_partition
 from .restore import ensure_partitions
 
-__all__ = ["DRIFT_GAUGE", "EXPIRED_COUNTER", "SyncService"]
+__all__ = ["DRIFT_GAUGE", "EXPIRED_COUNTER", "SyncService", "read_counters"]
 
 # Holds expired by sweeps, all workers; read by the API's /metrics.
 EXPIRED_COUNTER = "expired_total"
@@ -35,6 +35,13 @@ log = logging.getLogger("slotkeeper.sync")
 _IDLE_SLEEP_S = 0.01
 _MAX_IDLE_SLEEP_S = 0.2
 _ERROR_SLEEP_S = 0.5
+
+
+async def read_counters(engine: Engine, redis: RedisClient) -> tuple[int, int]:
+    """(holds expired by sweeps, differences the last drift check found): all workers'."""
+    keys = engine.keys
+    expired, drift = await redis.mget(keys.counter(EXPIRED_COUNTER), keys.counter(DRIFT_GAUGE))
+    return int(expired or 0), int(drift or 0)
 
 
 class SyncService:
