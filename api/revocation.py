@@ -43,7 +43,9 @@ class Denylist:
     async def revoke(self, jti: str, ttl_s: int) -> bool:
         """Deny ``jti`` for ``ttl_s``; False if it already was (revoke happens once)."""
         now = time.time()
-        async with self._redis.pipeline(transaction=True) as pipe:
+        # One key, so one node even on a cluster; no MULTI needed: ZADD NX alone
+        # decides who revoked first, the trim only drops ids that have expired.
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(self._key, "-inf", now)
             pipe.zadd(self._key, {jti: now + ttl_s}, nx=True)
             _, first = await pipe.execute()
