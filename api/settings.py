@@ -28,7 +28,9 @@ class ConfigError(ValueError):
     """A SLOTKEEPER_* variable is missing or malformed; the message names it."""
 
 
-_ENGINE = EngineSettings()  # the engine's defaults are the deployment's defaults
+# The layers' defaults are the deployment's defaults (not copied here).
+_ENGINE = EngineSettings()
+_SYNC = SyncSettings()
 _NO_LIMIT = 2**31 - 1
 # Inclusive ranges of the numbers; every int field has one.
 _RANGES: dict[str, tuple[int, int]] = {
@@ -106,16 +108,16 @@ class Settings:
     hold_rate_per_minute: int = 600
     finished_retention_s: int = _ENGINE.finished_retention_s
     # A sync worker's unacknowledged entries are taken over by another after this long.
-    sync_claim_idle_ms: int = 30_000
+    sync_claim_idle_ms: int = _SYNC.claim_idle_ms
 
     availability_cache_ms: int = 500
     availability_page_limit: int = 1000
     backend_timeout_ms: int = 1000
     max_body_bytes: int = 16_384
-    redis_max_connections: int = 64
-    database_pool_size: int = 10
+    redis_max_connections: int = _SYNC.redis_max_connections
+    database_pool_size: int = _SYNC.database_pool_size
     # SQL statements of the worker and the CLI (restore, reconcile) give up after this.
-    sync_database_timeout_ms: int = 30_000
+    sync_database_timeout_ms: int = int(_SYNC.database_timeout_s * 1000)
     log_level: str = "INFO"
     access_log: bool = True
 

@@ -27,7 +27,7 @@ class SyncSettings:
     # Every Redis call gives up after redis_timeout_s, every SQL statement after
     # database_timeout_s: a server away is an error, never a hang.
     redis_timeout_s: float = 1.0
-    database_timeout_s: float = 30.0
+    database_timeout_s: float = 10.0
     # A worker's unacknowledged entries are taken over by another after this long.
     claim_idle_ms: int = 30_000
 
