@@ -11,8 +11,11 @@ from typing import Any
 import jwt
 from starlette.requests import Request
 
+from engine.client import RedisClient
+
 from .problems import Problem
 from .revocation import Denylist
+from .user_ids import is_user_id
 
 __all__ = ["Principal", "TokenService"]
 
@@ -22,7 +25,7 @@ _VERIFIED_CACHE = 100_000
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    user_id: int
+    user_id: str  # the users row's id, as text (docs/decisions.md, "user_id")
     role: str
     jti: str
     expires_at: int
@@ -46,7 +49,7 @@ class TokenService:
         algorithm: str,
         ttl_s: int,
         refresh_window_s: int,
-        redis: Any,
+        redis: RedisClient,
         key_prefix: str,
         mirror_revocations: bool = True,
     ) -> None:
@@ -60,10 +63,10 @@ class TokenService:
         # so the signature and JSON work is done once per token, not per request.
         self._verified: dict[str, Principal] = {}
 
-    def issue(self, user_id: int, role: str) -> dict[str, Any]:
+    def issue(self, user_id: str, role: str) -> dict[str, Any]:
         now = int(time.time())
         claims = {
-            "sub": str(user_id),
+            "sub": user_id,
             "role": role,
             "iat": now,
             "exp": now + self.ttl_s,
@@ -93,8 +96,11 @@ class TokenService:
                 options={"require": ["sub", "exp", "jti"], "verify_exp": False},
                 leeway=_LEEWAY_S,
             )
+            sub = claims["sub"]
+            if not (isinstance(sub, str) and is_user_id(sub)):
+                raise ValueError(sub)
             return Principal(
-                user_id=int(claims["sub"]),
+                user_id=sub,
                 role=str(claims.get("role", "user")),
                 jti=str(claims["jti"]),
                 expires_at=int(claims["exp"]),
@@ -118,7 +124,7 @@ class TokenService:
         return principal
 
     async def refresh(
-        self, request: Request, current_role: Callable[[int], Awaitable[str | None]]
+        self, request: Request, current_role: Callable[[str], Awaitable[str | None]]
     ) -> dict[str, Any]:
         """A new token for a valid one, or one expired less than the window ago.
 

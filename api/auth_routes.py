@@ -14,6 +14,7 @@ from .context import AppContext
 from .hashing import BoundedHasher, Overloaded
 from .http import json_response, read_json
 from .problems import Problem
+from .user_ids import user_id_json
 from .users import find_user, role_of, update_password_hash
 
 __all__ = ["routes"]
@@ -103,7 +104,7 @@ async def login(request: Request) -> Response:
 async def refresh(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
 
-    async def current_role(user_id: int) -> str | None:
+    async def current_role(user_id: str) -> str | None:
         return await role_of(ctx.pool, user_id)
 
     return json_response(await ctx.tokens.refresh(request, current_role))
@@ -114,7 +115,11 @@ async def whoami(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
     return json_response(
-        {"user_id": principal.user_id, "role": principal.role, "expires_at": principal.expires_at}
+        {
+            "user_id": user_id_json(principal.user_id),
+            "role": principal.role,
+            "expires_at": principal.expires_at,
+        }
     )
 
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import orjson
 
 from engine import Slot
+from engine.tasks import cancel_and_wait
 
 from .http import slot_body
 from .representation import Representation
-from .tasks import cancel_and_wait
 
 __all__ = ["AvailabilityCache", "Page", "Pages", "Snapshot", "select"]
 

@@ -7,14 +7,22 @@ import logging
 import os
 import signal
 import sys
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from .settings import ConfigError, Settings
 
+if TYPE_CHECKING:  # the commands import what they use: `slotkeeper --help` stays quick
+    from engine import Engine
+    from engine.client import RedisClient
+    from sync.db import Pool
+
 __all__ = ["app", "main"]
+
+T = TypeVar("T")
 
 app = typer.Typer(help="slotkeeper: slot reservations that never oversell.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -108,7 +116,8 @@ def run(
     on first start, API + worker. Ctrl-C stops all it started."""
     import uvicorn
 
-    from .db import migrate as run_migrations
+    from sync.db import migrate as run_migrations
+
     from .embedded import EmbeddedServers, dev_secret
     from .seed import seed_demo
 
@@ -171,7 +180,7 @@ def run(
 @app.command()
 def migrate() -> None:
     """Apply pending SQL migrations (safe to run twice)."""
-    from .db import migrate as run_migrations
+    from sync.db import migrate as run_migrations
 
     settings = _settings()
     _require(settings, "database_url")
@@ -179,10 +188,8 @@ def migrate() -> None:
     console.print(f"applied: {', '.join(done)}" if done else "database is up to date")
 
 
-async def _with_pool(settings: Settings, work: Any) -> Any:
-    from .db import create_pool
-
-    pool = await create_pool(settings.database_url, size=2, timeout_s=10)
+async def _with_pool(settings: Settings, work: Callable[[Pool], Awaitable[T]]) -> T:
+    pool = await settings.sync_settings().create_pool(size=2)
     try:
         return await work(pool)
     finally:
@@ -249,18 +256,16 @@ def worker() -> None:
     _require(settings, "redis_url", "database_url")
     configure_logging(settings.log_level)
     logging.getLogger("arq").setLevel(logging.WARNING)  # a line per cron run is noise
-    build_worker(settings).run()
+    build_worker(settings.sync_settings()).run()
 
 
-async def _sync_parts(settings: Settings) -> Any:
+async def _sync_parts(settings: Settings) -> tuple[Engine, RedisClient, Pool]:
     from engine import Engine
 
-    from .context import connect_redis
-    from .db import create_pool
-
-    redis = connect_redis(settings.redis_url, settings)
-    pool = await create_pool(settings.database_url, size=4, timeout_s=30)
-    return Engine(redis, settings.engine_settings()), redis, pool
+    sync = settings.sync_settings()
+    redis = sync.connect_redis()
+    pool = await sync.create_pool(size=4)
+    return Engine(redis, sync.engine), redis, pool
 
 
 @app.command()

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
-
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 from engine import Engine
+from engine.client import RedisClient
+from sync.db import Pool, create_pool
+from sync.service import SyncService
 
 from .auth import TokenService
 from .availability import AvailabilityCache
-from .db import create_pool
 from .hashing import BoundedHasher
 from .metrics import Metrics
 from .ratelimit import FixedWindow
@@ -21,37 +19,18 @@ from .settings import Settings
 
 __all__ = ["AppContext", "connect_redis"]
 
-_CLUSTER_MIN_CONNECTIONS = 1024
 
-
-def connect_redis(url: str, settings: Settings) -> Any:
-    """A client that never hangs. On one server it waits for a free connection;
-    redis-py's cluster client has no blocking pool and fails when a node's pool is
-    full, so there the pool is made generous instead."""
-    timeout = settings.backend_timeout_s
-    if settings.redis_cluster:
-        return RedisCluster.from_url(
-            url,
-            max_connections=max(settings.redis_max_connections, _CLUSTER_MIN_CONNECTIONS),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_max_connections,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-    )
-    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
+def connect_redis(url: str, settings: Settings) -> RedisClient:
+    """A client for ``url`` with the deployment's pool size and timeouts."""
+    return settings.sync_settings().connect_redis(url)
 
 
 @dataclass
 class AppContext:
     settings: Settings
-    redis: Any
-    read_redis: Any
-    pool: Any
+    redis: RedisClient
+    read_redis: RedisClient
+    pool: Pool
     engine: Engine
     tokens: TokenService
     cache: AvailabilityCache
@@ -59,9 +38,9 @@ class AppContext:
     hold_rate: FixedWindow
     login_by_account: FixedWindow
     login_by_address: FixedWindow
-    sync: Any = None  # a SyncService when the worker runs in-process
+    sync: SyncService | None = None  # when the worker runs in-process
     password_hasher: BoundedHasher | None = None  # made on first login if not built
-    _owned: list[Any] = field(default_factory=list)
+    _owned: list[RedisClient] = field(default_factory=list)
 
     @classmethod
     async def build(cls, settings: Settings) -> AppContext:
@@ -119,8 +98,6 @@ class AppContext:
         ctx.cache.start()
         ctx.tokens.denylist.start()
         if settings.with_worker:
-            from sync.service import SyncService
-
             ctx.sync = SyncService(engine, redis, pool, claim_idle_ms=settings.sync_claim_idle_ms)
             ctx.sync.start()
         return ctx

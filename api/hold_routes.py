@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 import engine
-from engine import Hold
-from sync.records import HOLD_COLUMNS, hold_from_row, ms
+from sync.holds import find_hold, hold_or_replay
+from sync.holds import list_holds as read_holds
 
 from .context import AppContext
 from .http import (
@@ -66,7 +65,7 @@ async def create_hold(request: Request) -> Response:
     key = _idempotency_key(request)
     quantity = await _quantity(request, ctx)
     if ctx.settings.hold_rate_per_minute:
-        wait = await ctx.hold_rate.hit(str(principal.user_id))
+        wait = await ctx.hold_rate.hit(principal.user_id)
         if wait:
             ctx.metrics.holds.labels("rate_limited").inc()
             raise Problem(
@@ -76,13 +75,9 @@ async def create_hold(request: Request) -> Response:
                 retry_after=wait,
             )
     try:
-        outcome = await ctx.engine.hold(slot_id, str(principal.user_id), key, quantity)
-    except engine.HoldArchived as exc:
-        hold = await _stored_hold(ctx, exc.hold_id)
-        if hold is None:
-            raise
-        ctx.metrics.holds.labels("replayed").inc()
-        return json_response(hold_body(hold), 201, _REPLAYED)
+        outcome = await hold_or_replay(
+            ctx.engine, ctx.pool, slot_id, principal.user_id, key, quantity
+        )
     except engine.EngineError as exc:
         ctx.metrics.holds.labels(type(exc).__name__).inc()
         raise
@@ -96,22 +91,13 @@ async def create_hold(request: Request) -> Response:
     )
 
 
-async def _stored_hold(ctx: AppContext, hold_id: str) -> Hold | None:
-    """The durable record's copy, for holds Redis no longer keeps."""
-    row = await ctx.pool.fetchrow(f"SELECT {HOLD_COLUMNS} FROM holds WHERE hold_id = $1", hold_id)
-    return None if row is None else hold_from_row(row)
-
-
 async def get_hold(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
     hold_id = request.path_params["hold_id"]
-    try:
-        hold: Hold | None = await ctx.engine.get_hold(hold_id)
-    except engine.HoldNotFound:
-        hold = None if engine.slot_of_hold(hold_id) is None else await _stored_hold(ctx, hold_id)
+    hold = await find_hold(ctx.engine, ctx.pool, hold_id)
     # Someone else's hold is as unknown as a hold that never existed.
-    if hold is None or (hold.user_id != str(principal.user_id) and not principal.is_admin):
+    if hold is None or (hold.user_id != principal.user_id and not principal.is_admin):
         raise Problem("not-found", "hold not found")
     return json_response(hold_body(hold))
 
@@ -130,23 +116,14 @@ async def list_holds(request: Request) -> Response:
     principal = await ctx.tokens.authenticate(request)
     q = request.query_params
     limit = query_limit(request, default=100, maximum=1000)
-    args: list[Any] = [principal.user_id, limit + 1]
-    where = "user_id = $1"
-    if "cursor" in q:
-        created, hold_id = _decode_position(q["cursor"])
-        where += " AND (created_at, hold_id) < ($3, $4)"
-        args += [created, hold_id]
-    rows = await ctx.pool.fetch(
-        f"SELECT {HOLD_COLUMNS} FROM holds WHERE {where}"
-        " ORDER BY created_at DESC, hold_id DESC LIMIT $2",
-        *args,
-    )
+    after = _decode_position(q["cursor"]) if "cursor" in q else None
+    found = await read_holds(ctx.pool, principal.user_id, limit, after)
     headers = {}
-    if len(rows) > limit:
-        rows = rows[:limit]
-        cursor = encode_cursor(f"{ms(rows[-1]['created_at'])}|{rows[-1]['hold_id']}")
+    if found.next_after is not None:
+        created_ms, hold_id = found.next_after
+        cursor = encode_cursor(f"{created_ms}|{hold_id}")
         headers["Link"] = f'<{request.url.path}?limit={limit}&cursor={cursor}>; rel="next"'
-    return json_response([hold_body(hold_from_row(r)) for r in rows], 200, headers)
+    return json_response([hold_body(hold) for hold in found.holds], 200, headers)
 
 
 async def _change_hold(request: Request, command: str) -> Response:
@@ -154,7 +131,7 @@ async def _change_hold(request: Request, command: str) -> Response:
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
     change = ctx.engine.confirm if command == "confirm" else ctx.engine.cancel
-    outcome = await change(request.path_params["hold_id"], str(principal.user_id))
+    outcome = await change(request.path_params["hold_id"], principal.user_id)
     if outcome.changed:
         ctx.cache.invalidate()
     return json_response(hold_body(outcome.hold))

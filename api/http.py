@@ -13,6 +13,7 @@ from starlette.responses import Response
 from engine import Hold, Slot
 
 from .problems import Problem
+from .user_ids import user_id_json
 
 __all__ = [
     "MAX_ID",
@@ -123,7 +124,7 @@ def hold_body(hold: Hold) -> dict[str, Any]:
     body: dict[str, Any] = {
         "hold_id": hold.hold_id,
         "slot_id": hold.slot_id,
-        "user_id": int(hold.user_id) if hold.user_id.isdigit() else hold.user_id,
+        "user_id": user_id_json(hold.user_id),
         "quantity": hold.quantity,
         "status": hold.status,
         "created_at": iso_ms(hold.created_at_ms),

@@ -15,6 +15,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .problems import Problem
+from .user_ids import user_id_json
 
 __all__ = ["RequestMiddleware"]
 
@@ -99,6 +100,7 @@ class RequestMiddleware:
         children[1].observe(elapsed_s)
         if self.access_log and log.isEnabledFor(logging.INFO):
             state = scope.get("state") or {}
+            user_id = state.get("user_id")
             log.info(
                 orjson.dumps(
                     {
@@ -109,7 +111,7 @@ class RequestMiddleware:
                         "path": scope["path"],
                         "status": status,
                         "latency_ms": round(elapsed_s * 1000, 3),
-                        "user_id": state.get("user_id"),
+                        "user_id": user_id and user_id_json(user_id),
                     }
                 ).decode()
             )

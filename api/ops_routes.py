@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from sync.drain import sync_lag_ms
-from sync.service import DRIFT_GAUGE, EXPIRED_COUNTER
+from sync.service import read_counters
 
 from .context import AppContext
 from .http import json_response
@@ -77,10 +77,9 @@ async def metrics(request: Request) -> Response:
     with contextlib.suppress(Exception):  # metrics answer even with Redis away
         async with asyncio.timeout(ctx.settings.backend_timeout_s / 2):
             ctx.metrics.sync_lag.set(await sync_lag_ms(ctx.engine, ctx.redis) / 1000)
-            prefix = ctx.settings.key_prefix
-            expired, drift = await ctx.redis.mget(prefix + EXPIRED_COUNTER, prefix + DRIFT_GAUGE)
-            ctx.metrics.expired.set(int(expired or 0))
-            ctx.metrics.drift.set(int(drift or 0))
+            expired, drift = await read_counters(ctx.engine, ctx.redis)
+            ctx.metrics.expired.set(expired)
+            ctx.metrics.drift.set(drift)
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

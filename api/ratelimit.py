@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from engine import KeySchema
+from engine.client import RedisClient
 
 __all__ = ["FixedWindow"]
 
@@ -11,9 +13,12 @@ __all__ = ["FixedWindow"]
 class FixedWindow:
     """Counts events per name in windows of ``window_s``; no capacity decision rides on it."""
 
-    def __init__(self, redis: Any, prefix: str, name: str, limit: int, window_s: int) -> None:
+    def __init__(
+        self, redis: RedisClient, prefix: str, name: str, limit: int, window_s: int
+    ) -> None:
         self._redis = redis
-        self._prefix = f"{prefix}rl:{name}:"
+        self._keys = KeySchema(prefix)
+        self._name = name
         self.limit = limit
         self.window_s = window_s
 
@@ -21,7 +26,7 @@ class FixedWindow:
         now = time.time()
         window = int(now // self.window_s)
         retry_after = max(1, int((window + 1) * self.window_s - now + 0.999))
-        return f"{self._prefix}{window}:{subject}", retry_after
+        return self._keys.rate_limit(self._name, window, subject), retry_after
 
     async def hit(self, subject: str) -> int:
         """Count one event; 0 when allowed, else seconds until the window ends."""

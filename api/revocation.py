@@ -1,9 +1,10 @@
 """Revoked token ids: Redis is the truth, every process keeps a mirror.
 
 Checking Redis on every request would cost a round trip per request. Instead a
-revocation is written to Redis (SET NX with a TTL, so a token is revoked once)
-and published; every process subscribes, loads the whole list when it
-(re)connects, and answers ``is_revoked`` from memory. Until a process has
+revocation is written to Redis (one sorted set, scored by expiry, added with NX
+so a token is revoked once; expired ids are trimmed on each write) and
+published; every process subscribes, loads the set when it (re)connects, and
+answers ``is_revoked`` from memory. Until a process has
 synchronised (Redis down at start, a cluster without pub/sub) it asks Redis
 each time, so correctness never depends on the mirror.
 """
@@ -14,9 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
-from .tasks import cancel_and_wait
+import redis.asyncio as aioredis
+
+from engine import KeySchema
+from engine.client import RedisClient
+from engine.tasks import cancel_and_wait
 
 __all__ = ["Denylist"]
 
@@ -26,10 +30,11 @@ _POLL_S = 0.5
 
 
 class Denylist:
-    def __init__(self, redis: Any, prefix: str, *, mirror: bool = True) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, *, mirror: bool = True) -> None:
         self._redis = redis
-        self._key_prefix = f"{prefix}auth:revoked:"
-        self._channel = f"{prefix}auth:revocations"
+        keys = KeySchema(prefix)  # only keys outside the partitions
+        self._key = keys.revoked()
+        self._channel = keys.revocations_channel()
         self._local: dict[str, float] = {}  # jti -> wall-clock expiry
         self._mirror = mirror
         self.synced = False
@@ -37,16 +42,25 @@ class Denylist:
 
     async def revoke(self, jti: str, ttl_s: int) -> bool:
         """Deny ``jti`` for ``ttl_s``; False if it already was (revoke happens once)."""
-        first = await self._redis.set(self._key_prefix + jti, "1", nx=True, ex=ttl_s)
+        now = time.time()
+        # One key, so one node even on a cluster; no MULTI needed: ZADD NX alone
+        # decides who revoked first, the trim only drops ids that have expired.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self._key, "-inf", now)
+            pipe.zadd(self._key, {jti: now + ttl_s}, nx=True)
+            _, first = await pipe.execute()
         if first:
-            self._local[jti] = time.time() + ttl_s
-            with contextlib.suppress(Exception):  # others catch up on their next sync
-                await self._redis.publish(self._channel, f"{jti} {ttl_s}")
+            self._local[jti] = now + ttl_s
+            # redis-py's cluster client has no pub/sub: there every process asks Redis.
+            if isinstance(self._redis, aioredis.Redis):
+                with contextlib.suppress(Exception):  # others catch up on their next sync
+                    await self._redis.publish(self._channel, f"{jti} {ttl_s}")
         return bool(first)
 
     async def is_revoked(self, jti: str) -> bool:
         if not self.synced:
-            return bool(await self._redis.exists(self._key_prefix + jti))
+            expiry = await self._redis.zscore(self._key, jti)
+            return expiry is not None and expiry > time.time()
         expiry = self._local.get(jti)
         if expiry is None:
             return False
@@ -64,6 +78,8 @@ class Denylist:
             await cancel_and_wait([self._task])
 
     async def _follow(self) -> None:
+        if not isinstance(self._redis, aioredis.Redis):
+            return
         while True:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -93,17 +109,6 @@ class Denylist:
             self._local[jti] = time.time() + int(ttl)
 
     async def _load(self) -> None:
-        now = time.time()
-        local: dict[str, float] = {}
-        keys = [k async for k in self._redis.scan_iter(match=self._key_prefix + "*", count=1000)]
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in chunk:
-                    pipe.pttl(key)
-                ttls = await pipe.execute()
-            for key, ttl_ms in zip(chunk, ttls, strict=True):
-                name = key.decode() if isinstance(key, bytes) else key
-                if ttl_ms and ttl_ms > 0:
-                    local[name.removeprefix(self._key_prefix)] = now + ttl_ms / 1000
+        found = await self._redis.zrangebyscore(self._key, time.time(), "+inf", withscores=True)
+        local = {(j.decode() if isinstance(j, bytes) else j): float(e) for j, e in found}
         self._local = {**local, **self._local}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import engine
+from sync import catalog
+from sync.db import Pool
 from sync.restore import ensure_partitions
 
-from .context import connect_redis
-from .db import create_pool
 from .settings import Settings
 from .users import UserExists, create_user
 
@@ -41,8 +40,9 @@ def bench_email(n: int) -> str:
 async def seed_demo(settings: Settings) -> list[str]:
     """Create what is missing; leave what exists alone."""
     report = []
-    pool = await create_pool(settings.database_url, size=2, timeout_s=10)
-    redis = connect_redis(settings.redis_url, settings)
+    sync = settings.sync_settings()
+    pool = await sync.create_pool(size=2)
+    redis = sync.connect_redis()
     try:
         for email, password, role in (
             (DEMO_EMAIL, DEMO_PASSWORD, "user"),
@@ -67,38 +67,28 @@ async def seed_demo(settings: Settings) -> list[str]:
 
 
 async def _create_slot(
-    pool: Any, eng: engine.Engine, slot_id: int, capacity: int, label: str, starts: datetime
+    pool: Pool, eng: engine.Engine, slot_id: int, capacity: int, label: str, starts: datetime
 ) -> bool:
-    """In PostgreSQL and Redis, unless it exists; whether it was created."""
-    ends = starts + timedelta(hours=1)
-    async with pool.acquire() as conn, conn.transaction():
-        inserted = await conn.fetchval(
-            "INSERT INTO slots (slot_id, capacity, label, starts_at, ends_at)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING slot_id",
-            slot_id,
-            capacity,
-            label,
-            starts,
-            ends,
-        )
-        if inserted is None:
-            return False
-        await eng.create_slot(
-            slot_id,
-            capacity,
-            attributes={
-                "label": label,
-                "starts_at": starts.isoformat(),
-                "ends_at": ends.isoformat(),
-            },
-        )
+    """In PostgreSQL and Redis (sync.catalog), unless it exists; whether it was created."""
+    fields = {
+        "slot_id": slot_id,
+        "capacity": capacity,
+        "label": label,
+        "starts_at": starts,
+        "ends_at": starts + timedelta(hours=1),
+    }
+    try:
+        await catalog.create_slot(eng, pool, fields)
+    except engine.SlotExists:
+        return False
     return True
 
 
 async def seed_bench_users(settings: Settings, count: int) -> list[str]:
     """bench users 1..count and the bench slots; what exists is left alone."""
-    pool = await create_pool(settings.database_url, size=2, timeout_s=10)
-    redis = connect_redis(settings.redis_url, settings)
+    sync = settings.sync_settings()
+    pool = await sync.create_pool(size=2)
+    redis = sync.connect_redis()
     created = 0
     try:
         for n in range(1, count + 1):

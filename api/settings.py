@@ -1,16 +1,24 @@
-"""Configuration: every SLOTKEEPER_* variable, read once at start-up, typed."""
+"""Configuration: every SLOTKEEPER_* variable, read once at start-up, typed, checked.
+
+One flat set of variables composes the tree the layers take: ``engine_settings()``
+(engine/settings.py) and ``sync_settings()`` (sync/settings.py); the API keeps the
+rest. Names: ``SLOTKEEPER_`` + the field in capitals, a field's ``_s`` spelled
+``_SECONDS`` (``hold_ttl_s`` -> ``SLOTKEEPER_HOLD_TTL_SECONDS``); ``_ms`` stays
+``_MS``. The ``_S`` spellings of earlier releases are still read.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from engine import EngineSettings
+from sync.settings import SyncSettings
 
-__all__ = ["WEAK_SECRETS", "ConfigError", "Settings"]
+__all__ = ["WEAK_SECRETS", "ConfigError", "Settings", "env_name"]
 
 WEAK_SECRETS = {"", "secret", "changeme", "change-me", "password", "jwt-secret", "dev"}
 _MIN_SECRET_BYTES = 32
@@ -18,6 +26,57 @@ _MIN_SECRET_BYTES = 32
 
 class ConfigError(ValueError):
     """A SLOTKEEPER_* variable is missing or malformed; the message names it."""
+
+
+# The layers' defaults are the deployment's defaults (not copied here).
+_ENGINE = EngineSettings()
+_SYNC = SyncSettings()
+_NO_LIMIT = 2**31 - 1
+# Inclusive ranges of the numbers; every int field has one.
+_RANGES: dict[str, tuple[int, int]] = {
+    "port": (1, 65_535),
+    "access_token_ttl_s": (1, 366 * 86_400),
+    "refresh_window_s": (0, 366 * 86_400),
+    "login_max_failures_per_account": (1, _NO_LIMIT),
+    "login_max_failures_per_address": (1, _NO_LIMIT),
+    "login_failure_window_s": (1, 86_400),
+    "login_timeout_ms": (1, 600_000),
+    "password_hash_concurrency": (0, 1024),  # 0: the number of cores
+    "partitions": (1, 16_384),
+    "hold_ttl_s": (1, 30 * 86_400),
+    "idempotency_ttl_s": (1, 366 * 86_400),
+    "max_quantity": (1, 1_000_000_000),
+    "max_held_per_user_slot": (1, 1_000_000_000),
+    "hold_rate_per_minute": (0, _NO_LIMIT),  # 0: off
+    "finished_retention_s": (1, 366 * 86_400),
+    "sync_claim_idle_ms": (1, 86_400_000),
+    "sync_database_timeout_ms": (1, 3_600_000),
+    "availability_cache_ms": (0, 86_400_000),
+    "availability_page_limit": (1, 100_000),
+    "backend_timeout_ms": (1, 600_000),
+    "max_body_bytes": (1, 64 * 1024 * 1024),
+    "redis_max_connections": (1, 1_000_000),
+    "database_pool_size": (1, 10_000),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "jwt_algorithm": ("HS256", "HS384", "HS512"),
+    "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+}
+
+
+def env_name(field_name: str) -> str:
+    """The variable that sets ``field_name``."""
+    name = field_name.upper()
+    if name.endswith("_S"):
+        name = name.removesuffix("_S") + "_SECONDS"
+    return "SLOTKEEPER_" + name
+
+
+def _env_names(field_name: str) -> tuple[str, ...]:
+    """The variable, then the spelling earlier releases read (``..._S``)."""
+    name = env_name(field_name)
+    legacy = "SLOTKEEPER_" + field_name.upper()
+    return (name,) if legacy == name else (name, legacy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,25 +105,25 @@ class Settings:
     # Password hashes run at once per process; 0 = the number of cores.
     password_hash_concurrency: int = 0
 
-    partitions: int = 16
-    key_prefix: str = "sk:"
-    hold_ttl_s: int = field(default=300, metadata={"env": "SLOTKEEPER_HOLD_TTL_SECONDS"})
-    idempotency_ttl_s: int = field(
-        default=86_400, metadata={"env": "SLOTKEEPER_IDEMPOTENCY_TTL_SECONDS"}
-    )
-    max_quantity: int = 100
-    max_held_per_user_slot: int = 10
+    partitions: int = _ENGINE.partitions
+    key_prefix: str = _ENGINE.key_prefix
+    hold_ttl_s: int = _ENGINE.hold_ttl_s
+    idempotency_ttl_s: int = _ENGINE.idempotency_ttl_s
+    max_quantity: int = _ENGINE.max_quantity
+    max_held_per_user_slot: int = _ENGINE.max_held_per_user_slot
     hold_rate_per_minute: int = 600
-    finished_retention_s: int = 86_400
+    finished_retention_s: int = _ENGINE.finished_retention_s
     # A sync worker's unacknowledged entries are taken over by another after this long.
-    sync_claim_idle_ms: int = 30_000
+    sync_claim_idle_ms: int = _SYNC.claim_idle_ms
 
     availability_cache_ms: int = 500
     availability_page_limit: int = 1000
     backend_timeout_ms: int = 1000
     max_body_bytes: int = 16_384
-    redis_max_connections: int = 64
-    database_pool_size: int = 10
+    redis_max_connections: int = _SYNC.redis_max_connections
+    database_pool_size: int = _SYNC.database_pool_size
+    # SQL statements of the worker and the CLI (restore, reconcile) give up after this.
+    sync_database_timeout_ms: int = int(_SYNC.database_timeout_s * 1000)
     log_level: str = "INFO"
     access_log: bool = True
 
@@ -74,11 +133,25 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
-            name = f.metadata.get("env") or "SLOTKEEPER_" + f.name.upper()
-            if name in env:
-                values[f.name] = _parse(name, env[name], f.type)
+            for name in (f.metadata.get("env"), *_env_names(f.name)):
+                if name is not None and name in env:
+                    values[f.name] = _parse(name, env[name], f.type)
+                    break
         values.update(overrides)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        """Every value in range, so a bad one stops start-up naming its variable."""
+        for name, (low, high) in _RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(f"{env_name(name)}={value} is out of range {low}..{high}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name).upper() not in choices:
+                raise ConfigError(f"{env_name(name)} must be one of {', '.join(choices)}")
+        if any(c in self.key_prefix for c in "{}"):
+            # A brace in the prefix would become the cluster hash tag.
+            raise ConfigError(f"{env_name('key_prefix')} must not contain braces")
 
     def engine_settings(self) -> EngineSettings:
         return EngineSettings(
@@ -89,6 +162,19 @@ class Settings:
             max_quantity=self.max_quantity,
             max_held_per_user_slot=self.max_held_per_user_slot,
             finished_retention_s=self.finished_retention_s,
+        )
+
+    def sync_settings(self) -> SyncSettings:
+        return SyncSettings(
+            redis_url=self.redis_url,
+            database_url=self.database_url,
+            engine=self.engine_settings(),
+            redis_cluster=self.redis_cluster,
+            redis_max_connections=self.redis_max_connections,
+            database_pool_size=self.database_pool_size,
+            redis_timeout_s=self.backend_timeout_s,
+            database_timeout_s=self.sync_database_timeout_ms / 1000,
+            claim_idle_ms=self.sync_claim_idle_ms,
         )
 
     def check_secret(self) -> None:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import engine
+from sync import catalog
 
 from .auth import Principal
 from .availability_routes import availability
@@ -75,58 +75,18 @@ def _int(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
-def _attributes(row: dict[str, Any]) -> dict[str, str]:
-    attrs = {}
-    if row.get("label") is not None:
-        attrs["label"] = row["label"]
-    for name in ("starts_at", "ends_at"):
-        if row.get(name) is not None:
-            attrs[name] = row[name].isoformat()
-    return attrs
-
-
-def _check_window(row: dict[str, Any]) -> None:
-    if row.get("starts_at") and row.get("ends_at") and row["ends_at"] < row["starts_at"]:
-        raise Problem("validation-error", "ends_at must not be before starts_at")
-
-
 async def create_slot(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     _require_admin(await ctx.tokens.authenticate(request))
     fields = _validate(await read_json(request, ctx.settings.max_body_bytes), _CREATE_FIELDS)
     if "capacity" not in fields:
         raise Problem("validation-error", "capacity is required")
-    _check_window(fields)
-    state = fields.get("state", "open")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        slot_id = fields.get("slot_id")
-        if slot_id is None:
-            slot_id = await _next_free_id(conn)
-        inserted = await conn.fetchval(
-            "INSERT INTO slots (slot_id, capacity, state, label, starts_at, ends_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING slot_id",
-            slot_id,
-            fields["capacity"],
-            state,
-            fields.get("label"),
-            fields.get("starts_at"),
-            fields.get("ends_at"),
-        )
-        if inserted is None:
-            raise engine.SlotExists(slot_id)
-        # The catalog row commits only if the live counters were made too.
-        slot = await ctx.engine.create_slot(
-            slot_id, fields["capacity"], state=state, attributes=_attributes(fields)
-        )
+    try:
+        slot = await catalog.create_slot(ctx.engine, ctx.pool, fields)
+    except catalog.SlotWindowInvalid as exc:
+        raise Problem("validation-error", str(exc)) from None
     ctx.cache.invalidate()
-    return json_response(slot_body(slot), 201, {"Location": f"/slots/{slot_id}"})
-
-
-async def _next_free_id(conn: Any) -> int:
-    while True:
-        candidate = int(await conn.fetchval("SELECT nextval('slots_auto_id')"))
-        if not await conn.fetchval("SELECT 1 FROM slots WHERE slot_id = $1", candidate):
-            return candidate
+    return json_response(slot_body(slot), 201, {"Location": f"/slots/{slot.slot_id}"})
 
 
 async def update_slot(request: Request) -> Response:
@@ -134,32 +94,10 @@ async def update_slot(request: Request) -> Response:
     _require_admin(await ctx.tokens.authenticate(request))
     slot_id = path_id(request, "slot_id")
     fields = _validate(await read_json(request, ctx.settings.max_body_bytes), _PATCH_FIELDS)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT capacity, state, label, starts_at, ends_at FROM slots"
-            " WHERE slot_id = $1 FOR UPDATE",
-            slot_id,
-        )
-        if row is None:
-            raise engine.SlotNotFound(slot_id)
-        merged = {**dict(row), **fields}
-        _check_window(merged)
-        await conn.execute(
-            "UPDATE slots SET capacity = $2, state = $3, label = $4, starts_at = $5,"
-            " ends_at = $6, updated_at = now() WHERE slot_id = $1",
-            slot_id,
-            merged["capacity"],
-            merged["state"],
-            merged["label"],
-            merged["starts_at"],
-            merged["ends_at"],
-        )
-        slot = await ctx.engine.update_slot(
-            slot_id,
-            capacity=fields.get("capacity"),
-            state=fields.get("state"),
-            attributes=_attributes(merged),
-        )
+    try:
+        slot = await catalog.update_slot(ctx.engine, ctx.pool, slot_id, fields)
+    except catalog.SlotWindowInvalid as exc:
+        raise Problem("validation-error", str(exc)) from None
     ctx.cache.invalidate()
     return json_response(slot_body(slot))
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from sync.db import Pool
 
 from .hashing import hasher
 
@@ -24,13 +25,13 @@ class UserExists(Exception):
 
 @dataclass(frozen=True, slots=True)
 class User:
-    user_id: int
+    user_id: str
     email: str
     role: str
     password_hash: str
 
 
-async def create_user(pool: Any, email: str, password: str, *, role: str = "user") -> User:
+async def create_user(pool: Pool, email: str, password: str, *, role: str = "user") -> User:
     password_hash = hasher.hash(password)
     row = await pool.fetchrow(
         "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3)"
@@ -41,25 +42,27 @@ async def create_user(pool: Any, email: str, password: str, *, role: str = "user
     )
     if row is None:
         raise UserExists(email)
-    return User(row["user_id"], email, role, password_hash)
+    return User(str(row["user_id"]), email, role, password_hash)
 
 
-async def find_user(pool: Any, email: str) -> User | None:
+async def find_user(pool: Pool, email: str) -> User | None:
     row = await pool.fetchrow(
         "SELECT user_id, email, role, password_hash FROM users WHERE lower(email) = lower($1)",
         email,
     )
-    return None if row is None else User(**dict(row))
+    return None if row is None else User(**{**dict(row), "user_id": str(row["user_id"])})
 
 
-async def update_password_hash(pool: Any, user_id: int, password_hash: str) -> None:
+async def update_password_hash(pool: Pool, user_id: str, password_hash: str) -> None:
     """Store a re-hash made with the current argon2 parameters."""
     await pool.execute(
-        "UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash
+        "UPDATE users SET password_hash = $2 WHERE user_id = $1", int(user_id), password_hash
     )
 
 
-async def role_of(pool: Any, user_id: int) -> str | None:
+async def role_of(pool: Pool, user_id: str) -> str | None:
     """The user's role as stored now, or None if there is no such user."""
-    role: str | None = await pool.fetchval("SELECT role FROM users WHERE user_id = $1", user_id)
+    role: str | None = await pool.fetchval(
+        "SELECT role FROM users WHERE user_id = $1", int(user_id)
+    )
     return role

@@ -45,7 +45,7 @@ async def hold(request: Request) -> Response:
             "INSERT INTO pg_holds (slot_id, user_id, quantity, idempotency_key)"
             " VALUES ($1, $2, 1, $3) RETURNING hold_id",
             slot_id,
-            principal.user_id,
+            int(principal.user_id),
             key,
         )
     return json_response({"hold_id": hold_id, "slot_id": slot_id, "status": "held"}, 201)

@@ -79,7 +79,10 @@ async def _main(args: argparse.Namespace) -> None:
     await asyncio.gather(*(_connection(args, deadline, lat, err) for _ in range(args.connections)))
     elapsed = time.monotonic() - started
     lat.sort()
-    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0.0  # noqa: E731
+
+    def pick(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0.0
+
     print(f"{len(lat) / elapsed:.1f} {pick(0.5):.3f} {pick(0.99):.3f} {len(lat)} {len(err)}")
 
 

@@ -38,12 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.auth import TokenService  # noqa: E402
-from api.db import migrate  # noqa: E402
 from api.embedded import EmbeddedServers  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from api.users import create_user  # noqa: E402
 from bench.loadgen import LoadResult, run_load  # noqa: E402
 from engine import Engine, Slot  # noqa: E402
+from engine.client import RedisClient  # noqa: E402
+from sync.db import Pool, migrate  # noqa: E402
 
 BIG = 1_000_000_000
 SECRET = "bench-secret-" + "b" * 40
@@ -61,7 +62,7 @@ class Case:
     results: list[LoadResult] = field(default_factory=list)
 
     def median(self, attr: str) -> float:
-        return statistics.median(getattr(r, attr) for r in self.results)
+        return float(statistics.median(getattr(r, attr) for r in self.results))
 
 
 def free_port() -> int:
@@ -80,7 +81,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) ->
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -159,7 +160,7 @@ class Bench:
             await pool.close()
             await redis.aclose()
 
-    async def seed_slots(self, pool: Any, redis: Any, count: int) -> None:
+    async def seed_slots(self, pool: Pool, redis: RedisClient, count: int) -> None:
         """Catalog rows by COPY, live counters by load_partition: seconds, not minutes."""
         await pool.execute("DELETE FROM slots")
         await pool.copy_records_to_table(

@@ -18,7 +18,7 @@ from .errors import (
     UserHoldLimit,
 )
 from .keys import KeySchema, new_hold_id, slot_of_hold
-from .models import Hold, HoldStatus, Outcome, Slot, SlotState
+from .models import Hold, HoldStatus, Outcome, Slot, SlotEvent, SlotState
 from .settings import EngineSettings
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Outcome",
     "Slot",
     "SlotClosed",
+    "SlotEvent",
     "SlotExists",
     "SlotNotFound",
     "SlotState",

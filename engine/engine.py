@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from . import errors
+from .client import RedisClient
 from .coalesce import Coalescer
 from .keys import MAX_SLOT_ID, KeySchema, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
@@ -38,16 +39,18 @@ def _clock(now_ms: int | None) -> str:
 class Engine:
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         settings: EngineSettings | None = None,
         *,
-        read_redis: Any = None,
+        read_redis: RedisClient | None = None,
     ) -> None:
         """``redis`` takes commands; ``read_redis`` (a replica) may serve reads."""
         self.settings = settings or EngineSettings()
         self.keys = KeySchema(self.settings.key_prefix, self.settings.partitions)
-        self._redis = redis
-        self._read = read_redis if read_redis is not None else redis
+        # Kept untyped: redis-py's stubs let only a single-server client run a
+        # script (AsyncScript's client=), though RedisCluster runs them as well.
+        self._redis: Any = redis
+        self._read: Any = read_redis if read_redis is not None else redis
         self._scripts = Scripts(redis)
         self._coalescer = Coalescer(redis) if self.settings.coalesce else None
         self._hold_ttl_ms = str(self.settings.hold_ttl_s * 1000)

@@ -15,7 +15,7 @@ _MAX_SLOT_DIGITS = 19
 
 
 class KeySchema:
-    def __init__(self, prefix: str, partitions: int) -> None:
+    def __init__(self, prefix: str, partitions: int = 1) -> None:
         self.prefix = prefix
         self.partitions = partitions
         self._partition_keys = [self._build(p) for p in range(partitions)]
@@ -55,6 +55,33 @@ class KeySchema:
     def idempotency(self, slot_id: int, user_id: str, key: str) -> str:
         partition = self.partition_of(slot_id)
         return f"{self.prefix}{{p{partition}}}:idem:{slot_id}:{user_id}:{key}"
+
+    # -- keys outside the partitions (no hash tag: one key each) ------------------
+
+    def lock(self, duty: str) -> str:
+        """A lock that lets one process at a time run ``duty`` (sweep, restore:3...)."""
+        return f"{self.prefix}lock:{duty}"
+
+    def counter(self, name: str) -> str:
+        """A number the sync side writes and /metrics reads (sync:expired_total...)."""
+        return f"{self.prefix}sync:{name}"
+
+    def rate_limit(self, name: str, window: int, subject: str) -> str:
+        return f"{self.prefix}rl:{name}:{window}:{subject}"
+
+    def revoked(self) -> str:
+        """One sorted set of revoked token ids, scored by expiry (epoch seconds)."""
+        return f"{self.prefix}auth:revoked"
+
+    def revocations_channel(self) -> str:
+        return f"{self.prefix}auth:revocations"
+
+    def arq_queue(self) -> str:
+        return f"{self.prefix}arq:queue"
+
+    def cron_job(self, name: str) -> str:
+        """Cron job ids are global in arq; the prefix keeps deployments apart."""
+        return f"{self.prefix}{name}"
 
 
 def new_hold_id(slot_id: int) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
 
-__all__ = ["Hold", "HoldStatus", "Outcome", "Slot", "SlotState"]
+__all__ = ["Hold", "HoldStatus", "Outcome", "Slot", "SlotEvent", "SlotState"]
 
 HoldStatus = Literal["held", "confirmed", "cancelled", "expired"]
 SlotState = Literal["open", "closed"]
@@ -48,6 +48,24 @@ class Hold:
             cancelled_at_ms=_opt_int(d.get("ca")),
             expired_at_ms=_opt_int(d.get("xa")),
         )
+
+    @classmethod
+    def from_event(cls, raw: bytes | str) -> Hold:
+        """Decode a hold event of the stream (the stored form plus i, s and, on the
+        event that creates the hold, k, the idempotency key)."""
+        hold = cls.from_stored(raw)
+        key = orjson.loads(raw).get("k")
+        return hold if not key else replace(hold, idempotency_key=str(key))
+
+    @property
+    def changed_at_ms(self) -> int | None:
+        """When the hold reached its current status (None: a malformed record)."""
+        return {
+            "held": self.created_at_ms,
+            "confirmed": self.confirmed_at_ms,
+            "cancelled": self.cancelled_at_ms,
+            "expired": self.expired_at_ms,
+        }[self.status]
 
     def to_stored(self) -> dict[str, Any]:
         """The event form (with id and key), as load_partition.lua expects it."""
@@ -104,3 +122,28 @@ class Outcome:
 
     hold: Hold
     changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SlotEvent:
+    """A slot event of the stream (lua/upsert_slot.lua): the slot as it became, and when."""
+
+    slot: Slot
+    at_ms: int
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> SlotEvent:
+        d = orjson.loads(raw)
+        attrs = orjson.loads(d["meta"]) if d.get("meta") else {}
+        slot = Slot(
+            slot_id=int(d["id"]),
+            capacity=int(d["cap"]),
+            remaining=int(d.get("rem", d["cap"])),
+            held=int(d.get("held", 0)),
+            confirmed=int(d.get("conf", 0)),
+            state=d["state"],
+            label=attrs.get("label"),
+            starts_at=attrs.get("starts_at"),
+            ends_at=attrs.get("ends_at"),
+        )
+        return cls(slot, int(d["t"]))

@@ -11,11 +11,12 @@
 --            the hold's time had come and nobody had expired it yet
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
 
-local now = guard()
+local now = ready(ARGV[1])
 if not now then
     return {'state_unavailable'}
 end
-local hold = owned_hold(now)
+housekeep(now, ARGV[2], ARGV[3])
+local hold = owned_hold(ARGV[4], ARGV[5], now)
 if not hold then
     return {'not_found'}
 end

@@ -13,11 +13,12 @@
 --
 -- Capacity was reserved when the hold was made, so a live hold always confirms.
 
-local now = guard()
+local now = ready(ARGV[1])
 if not now then
     return {'state_unavailable'}
 end
-local hold = owned_hold(now)
+housekeep(now, ARGV[2], ARGV[3])
+local hold = owned_hold(ARGV[4], ARGV[5], now)
 if not hold then
     return {'not_found'}
 end

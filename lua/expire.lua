@@ -7,11 +7,11 @@
 -- Emits      one 'expired' hold event per expired hold
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
 
-if not has_epoch() then
+local now = ready(ARGV[1])
+if not now then
     return {'state_unavailable'}
 end
-local now = clock_ms()
-local expired = housekeep(now)
+local expired = housekeep(now, ARGV[2], ARGV[3])
 local more = 0
 if expiry_due(now) then
     more = 1

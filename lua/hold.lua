@@ -20,18 +20,18 @@
 -- Emits      one hold event (status 'held') on KEYS[7] when a hold is made
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
 
-local now = guard()
+local now = ready(ARGV[1])
 if not now then
     return {'state_unavailable'}
 end
+housekeep(now, ARGV[2], ARGV[3])
 
 local slot_id, user_id, quantity = ARGV[4], ARGV[5], tonumber(ARGV[6])
 
 local remembered = redis.call('GET', KEYS[8])
 if remembered then
-    local sep = string.find(remembered, '|', 1, true)
-    local first_quantity = tonumber(string.sub(remembered, 1, sep - 1))
-    local hold_id = string.sub(remembered, sep + 1)
+    local first, hold_id = split_pair(remembered)
+    local first_quantity = tonumber(first)
     if first_quantity ~= quantity then
         return {'idempotency_mismatch', first_quantity}
     end
@@ -55,7 +55,7 @@ end
 if remaining < quantity then
     return {'capacity', remaining}
 end
-local held_by_user = tonumber(redis.call('HGET', KEYS[K_USER_HELD], slot_id .. ':' .. user_id) or '0')
+local held_by_user = tonumber(redis.call('HGET', KEYS[K_USER_HELD], slot_field(slot_id, user_id)) or '0')
 if held_by_user + quantity > tonumber(ARGV[10]) then
     return {'user_limit', held_by_user}
 end
@@ -64,9 +64,6 @@ local hold = {
     i = ARGV[7], s = slot_id, u = user_id, q = quantity, st = 'held',
     c = now, e = now + tonumber(ARGV[8]), v = 1,
 }
-redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), -quantity)
-redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(slot_id, 'held'), quantity)
-add_user_held(hold, quantity)
-redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
-redis.call('SET', KEYS[8], quantity .. '|' .. hold.i, 'PX', ARGV[9])
+take_held(hold)
+remember_key(KEYS[8], hold, ARGV[9])
 return {'created', save_hold(hold, ARGV[11])}

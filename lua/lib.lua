@@ -12,12 +12,15 @@
 -- KEYS[6]  finished queue      {p<N>}:finished   list  "<finished at>|<hold id>", oldest first
 -- KEYS[7]  events              {p<N>}:events     stream, one entry per state change
 --
--- and the same three housekeeping arguments first:
+-- and the operation scripts the same three housekeeping arguments first:
 --
 -- ARGV[1]  clock, milliseconds; '' means redis TIME (tests pass an explicit clock)
 -- ARGV[2]  housekeeping batch: at most this many due holds expired, and as many
 --          finished holds forgotten, per call
 -- ARGV[3]  retention of finished (cancelled/expired) holds, milliseconds
+--
+-- The helpers below read KEYS (the partition) but never ARGV: what a helper
+-- needs of the arguments, the script passes it.
 --
 -- A hold is stored as compact JSON under its id:
 --   u user id, q quantity, st status, c created_at, e expires_at,
@@ -40,9 +43,10 @@
 
 local K_EPOCH, K_SLOTS, K_HOLDS, K_EXPIRY, K_USER_HELD, K_FINISHED, K_EVENTS = 1, 2, 3, 4, 5, 6, 7
 
-local function clock_ms()
-    if ARGV[1] ~= '' then
-        return tonumber(ARGV[1])
+-- ``clock`` is a script argument: milliseconds, or '' for redis TIME.
+local function clock_ms(clock)
+    if clock ~= '' then
+        return tonumber(clock)
     end
     local t = redis.call('TIME')
     return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -54,6 +58,12 @@ end
 
 local function slot_field(slot_id, name)
     return slot_id .. ':' .. name
+end
+
+-- Split "<a>|<b>" (queue entries, idempotency records) into its two parts.
+local function split_pair(entry)
+    local sep = string.find(entry, '|', 1, true)
+    return string.sub(entry, 1, sep - 1), string.sub(entry, sep + 1)
 end
 
 local function load_hold(hold_id)
@@ -70,11 +80,15 @@ end
 -- Store the hold (without its id, which is the field) and append its event.
 -- ``key`` is the idempotency key, given on the event that creates the hold.
 -- Returns the event's JSON, which is also the reply.
-local function save_hold(hold, key)
-    local id, slot = hold.i, hold.s
-    hold.i, hold.s = nil, nil
+local function store_hold(hold)
+    local id, slot, key = hold.i, hold.s, hold.k
+    hold.i, hold.s, hold.k = nil, nil, nil
     redis.call('HSET', KEYS[K_HOLDS], id, cjson.encode(hold))
-    hold.i, hold.s = id, slot
+    hold.i, hold.s, hold.k = id, slot, key
+end
+
+local function save_hold(hold, key)
+    store_hold(hold)
     hold.k = key
     local event = cjson.encode(hold)
     hold.k = nil
@@ -89,6 +103,20 @@ local function add_user_held(hold, delta)
     end
 end
 
+-- Count a new 'held' hold: its quantity moves from remaining to held, and it
+-- joins the expiry queue.
+local function take_held(hold)
+    redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'rem'), -hold.q)
+    redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'held'), hold.q)
+    add_user_held(hold, hold.q)
+    redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
+end
+
+-- Remember which hold an idempotency key made, for ``ttl_ms``.
+local function remember_key(record_key, hold, ttl_ms)
+    redis.call('SET', record_key, hold.q .. '|' .. hold.i, 'PX', ttl_ms)
+end
+
 -- Take a hold out of 'held': its quantity leaves the slot's held counter.
 -- (Its expiry queue entry stays and is skipped when it reaches the head.)
 local function release_held(hold)
@@ -100,8 +128,8 @@ local function give_back(hold)
     redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'rem'), hold.q)
 end
 
-local function mark_finished(hold, now)
-    redis.call('RPUSH', KEYS[K_FINISHED], now .. '|' .. hold.i)
+local function mark_finished(hold, at)
+    redis.call('RPUSH', KEYS[K_FINISHED], at .. '|' .. hold.i)
 end
 
 local function transition(hold, status, at_field, now)
@@ -120,8 +148,8 @@ end
 
 -- Split a queue entry "<ms>|<hold id>".
 local function queue_entry(entry)
-    local sep = string.find(entry, '|', 1, true)
-    return tonumber(string.sub(entry, 1, sep - 1)), string.sub(entry, sep + 1)
+    local at, hold_id = split_pair(entry)
+    return tonumber(at), hold_id
 end
 
 -- Take up to ``batch`` entries due at ``due_by`` off the head of a queue and
@@ -148,10 +176,10 @@ local function drain_queue(queue, due_by, batch, visit)
     return taken
 end
 
--- Expire due holds and forget old finished ones, a bounded number of each.
--- Returns how many holds were expired.
-local function housekeep(now)
-    local batch = tonumber(ARGV[2])
+-- Expire due holds and forget finished ones older than ``retention_ms``, at
+-- most ``batch`` of each (both script arguments). Returns how many expired.
+local function housekeep(now, batch, retention_ms)
+    batch = tonumber(batch)
     local expired = 0
     drain_queue(KEYS[K_EXPIRY], now, batch, function(at, hold_id)
         local hold = load_hold(hold_id)
@@ -161,7 +189,7 @@ local function housekeep(now)
             expired = expired + 1
         end
     end)
-    drain_queue(KEYS[K_FINISHED], now - tonumber(ARGV[3]), batch, function(_, hold_id)
+    drain_queue(KEYS[K_FINISHED], now - tonumber(retention_ms), batch, function(_, hold_id)
         redis.call('HDEL', KEYS[K_HOLDS], hold_id)
     end)
     return expired
@@ -182,23 +210,23 @@ local function settle(hold, now)
     return hold
 end
 
--- The hold ARGV[4] names, if ARGV[5] may act on it ('' = operators: anyone),
+-- The hold ``hold_id``, if ``user_id`` may act on it ('' = operators: anyone),
 -- settled; nil when unknown or someone else's (the two look the same).
-local function owned_hold(now)
-    local hold = load_hold(ARGV[4])
-    if not hold or (ARGV[5] ~= '' and hold.u ~= ARGV[5]) then
+local function owned_hold(hold_id, user_id, now)
+    local hold = load_hold(hold_id)
+    if not hold or (user_id ~= '' and hold.u ~= user_id) then
         return nil
     end
     return settle(hold, now)
 end
 
--- Fail closed: a partition without its epoch marker has lost its state.
-local function guard()
+-- Fail closed: a partition without its epoch marker has lost its state. Nil
+-- then, else the time now (``clock`` as for clock_ms). Changes nothing: the
+-- operations call housekeep() themselves once they know the partition is there.
+local function ready(clock)
     if not has_epoch() then
         return nil
     end
-    local now = clock_ms()
-    housekeep(now)
-    return now
+    return clock_ms(clock)
 end
 

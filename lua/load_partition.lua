@@ -33,39 +33,30 @@ if phase == 'slots' then
     for _, slot in ipairs(slots) do
         local id = tostring(slot.id)
         redis.call('HSET', KEYS[K_SLOTS],
-            id .. ':cap', slot.cap, id .. ':rem', slot.cap, id .. ':held', 0, id .. ':conf', 0,
-            id .. ':state', slot.state, id .. ':meta', slot.meta)
+            slot_field(id, 'cap'), slot.cap, slot_field(id, 'rem'), slot.cap,
+            slot_field(id, 'held'), 0, slot_field(id, 'conf'), 0,
+            slot_field(id, 'state'), slot.state, slot_field(id, 'meta'), slot.meta)
     end
     return {'ok', #slots}
 end
 
 if phase == 'holds' then
     local holds = cjson.decode(ARGV[2])
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    if ARGV[3] ~= '' then
-        now = tonumber(ARGV[3])
-    end
+    local now = clock_ms(ARGV[3])
     local idempotency_ms = tonumber(ARGV[4])
     for n, hold in ipairs(holds) do
-        local id, key, slot = hold.i, hold.k, hold.s
-        hold.i, hold.k, hold.s = nil, nil, nil
-        redis.call('HSET', KEYS[K_HOLDS], id, cjson.encode(hold))
-        hold.i, hold.k, hold.s = id, key, slot
+        store_hold(hold)
         if hold.st == 'held' then
-            redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':rem', -hold.q)
-            redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':held', hold.q)
-            redis.call('HINCRBY', KEYS[K_USER_HELD], hold.s .. ':' .. hold.u, hold.q)
-            redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
+            take_held(hold)
         elseif hold.st == 'confirmed' then
-            redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':rem', -hold.q)
-            redis.call('HINCRBY', KEYS[K_SLOTS], hold.s .. ':conf', hold.q)
+            redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'rem'), -hold.q)
+            redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'conf'), hold.q)
         else
-            redis.call('RPUSH', KEYS[K_FINISHED], (hold.ca or hold.xa or now) .. '|' .. hold.i)
+            mark_finished(hold, hold.ca or hold.xa or now)
         end
         local ttl = hold.c + idempotency_ms - now
         if hold.k and hold.k ~= '' and ttl > 0 then
-            redis.call('SET', KEYS[7 + n], hold.q .. '|' .. hold.i, 'PX', ttl)
+            remember_key(KEYS[7 + n], hold, ttl)
         end
     end
     return {'ok', #holds}

@@ -13,10 +13,11 @@
 -- Emits      one slot event on KEYS[7]: field 's' with the slot as JSON
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
 
-local now = guard()
+local now = ready(ARGV[1])
 if not now then
     return {'state_unavailable'}
 end
+housekeep(now, ARGV[2], ARGV[3])
 
 local slot_id, mode = ARGV[4], ARGV[5]
 local function field(name)

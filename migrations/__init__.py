@@ -1,1 +1,1 @@
-"""Versioned SQL migrations, applied in order by `slotkeeper migrate` (api/db.py)."""
+"""Versioned SQL migrations, applied in order by `slotkeeper migrate` (sync/db.py)."""

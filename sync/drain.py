@@ -16,7 +16,9 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from engine import Engine
+from engine.client import RedisClient
 
+from .db import Pool
 from .events import Entry, write_batch
 
 __all__ = [
@@ -43,7 +45,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def ensure_group(redis: Any, stream: str) -> None:
+async def ensure_group(redis: RedisClient, stream: str) -> None:
     try:
         await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
     except ResponseError as exc:
@@ -63,8 +65,8 @@ def _entries(stream: str, raw: list[Any]) -> list[Entry]:
 
 async def drain_partition(
     engine: Engine,
-    redis: Any,
-    pool: Any,
+    redis: RedisClient,
+    pool: Pool,
     partition: int,
     *,
     consumer: str,
@@ -105,14 +107,14 @@ async def drain_partition(
     return stats
 
 
-async def _trim(redis: Any, stream: str) -> None:
+async def _trim(redis: RedisClient, stream: str) -> None:
     """Drop entries below everything not yet acknowledged (never an unwritten one)."""
     floor = await _oldest_unacknowledged(redis, stream)
     if floor is not None:
         await redis.xtrim(stream, minid=floor, approximate=False)
 
 
-async def _oldest_unacknowledged(redis: Any, stream: str) -> str | None:
+async def _oldest_unacknowledged(redis: RedisClient, stream: str) -> str | None:
     """The id of the oldest entry not acknowledged: pending, or not yet delivered."""
     # The last delivered id is read before the pending list: an entry another
     # consumer reads in between is then above `last` (kept), or in the list.
@@ -132,7 +134,7 @@ async def _oldest_unacknowledged(redis: Any, stream: str) -> str | None:
     return f"{ms}-{int(seq or 0) + 1}"
 
 
-async def _oldest_unwritten_ms(redis: Any, stream: str) -> int | None:
+async def _oldest_unwritten_ms(redis: RedisClient, stream: str) -> int | None:
     """Redis time (ms) of the oldest entry of ``stream`` not yet written, if any."""
     if not await redis.exists(stream):
         return None
@@ -146,7 +148,7 @@ async def _oldest_unwritten_ms(redis: Any, stream: str) -> int | None:
     return int(first.partition("-")[0])
 
 
-async def sync_lag_ms(engine: Engine, redis: Any) -> int:
+async def sync_lag_ms(engine: Engine, redis: RedisClient) -> int:
     """Age of the oldest event not yet written to PostgreSQL, over all partitions."""
     # Redis time, like the stream ids: a skewed clock here must not read as lag.
     seconds, micros = await redis.time()
@@ -163,7 +165,7 @@ async def sync_lag_ms(engine: Engine, redis: Any) -> int:
 
 
 async def drain_stream(
-    engine: Engine, redis: Any, pool: Any, partition: int, *, consumer: str = "drain"
+    engine: Engine, redis: RedisClient, pool: Pool, partition: int, *, consumer: str = "drain"
 ) -> int:
     """Drain one partition's stream until nothing is left to read; entries written.
 
@@ -180,7 +182,9 @@ async def drain_stream(
             return total
 
 
-async def drain_all(engine: Engine, redis: Any, pool: Any, *, consumer: str = "drain-all") -> int:
+async def drain_all(
+    engine: Engine, redis: RedisClient, pool: Pool, *, consumer: str = "drain-all"
+) -> int:
     """Drain every partition until empty; returns entries written (tests, CLI)."""
     total = 0
     for partition in range(engine.settings.partitions):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
-from .records import unknown_key
+from engine import Hold, SlotEvent
+
+from .db import Conn, Pool
+from .records import at, upsert_holds, upsert_slots
 
 __all__ = ["Entry", "write_batch"]
 
@@ -25,92 +27,38 @@ class Entry:
     payload: bytes
 
 
-def _at(ms: Any) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, UTC)
-
-
-def _hold_rows(entry: Entry) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    d = orjson.loads(entry.payload)
-    hold = (
-        d["i"],
-        int(d["s"]),
-        int(d["u"]),
-        int(d["q"]),
-        d["st"],
-        # Only the creating event carries the key; on the others it is not used
-        # (the row exists), but the proposed row must pass the CHECK all the same.
-        d.get("k") or unknown_key(d["i"]),
-        _at(d["c"]),
-        _at(d["e"]),
-        _at(d.get("cf")),
-        _at(d.get("ca")),
-        _at(d.get("xa")),
-        int(d["v"]),
-    )
-    occurred = d.get({"held": "c", "confirmed": "cf", "cancelled": "ca", "expired": "xa"}[d["st"]])
-    event = (
+def _hold_event(entry: Entry, hold: Hold) -> tuple[Any, ...]:
+    return (
         entry.stream,
         entry.entry_id,
-        d["i"],
-        int(d["s"]),
-        int(d["u"]),
-        int(d["q"]),
-        d["st"],
-        int(d["v"]),
-        _at(occurred),
+        hold.hold_id,
+        hold.slot_id,
+        int(hold.user_id),
+        hold.quantity,
+        hold.status,
+        hold.version,
+        at(hold.changed_at_ms),
     )
-    return hold, event
 
 
-def _slot_rows(entry: Entry) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    d = orjson.loads(entry.payload)
-    attrs = orjson.loads(d["meta"]) if d.get("meta") else {}
-    starts = attrs.get("starts_at")
-    ends = attrs.get("ends_at")
-    slot = (
-        int(d["id"]),
-        int(d["cap"]),
-        d["state"],
-        attrs.get("label"),
-        datetime.fromisoformat(starts) if starts else None,
-        datetime.fromisoformat(ends) if ends else None,
-    )
-    event = (
+def _slot_event(entry: Entry, event: SlotEvent) -> tuple[Any, ...]:
+    slot = event.slot
+    return (
         entry.stream,
         entry.entry_id,
-        int(d["id"]),
-        int(d["cap"]),
-        d["state"],
-        orjson.dumps(attrs).decode(),
-        _at(d["t"]),
+        slot.slot_id,
+        slot.capacity,
+        slot.state,
+        orjson.dumps(slot.attributes).decode(),
+        at(event.at_ms),
     )
-    return slot, event
 
 
-# An older version never overwrites a newer one: events of one hold may arrive
-# out of order across batches claimed by different workers.
-_UPSERT_HOLD = """
-INSERT INTO holds (hold_id, slot_id, user_id, quantity, status, idempotency_key, created_at,
-                   expires_at, confirmed_at, cancelled_at, expired_at, version)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT (hold_id) DO UPDATE SET
-    status = excluded.status, confirmed_at = excluded.confirmed_at,
-    cancelled_at = excluded.cancelled_at, expired_at = excluded.expired_at,
-    version = excluded.version
-WHERE holds.version < excluded.version
-"""
 _INSERT_HOLD_EVENT = """
 INSERT INTO hold_events (stream, entry_id, hold_id, slot_id, user_id, quantity, status,
                          version, occurred_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT DO NOTHING
-"""
-_UPSERT_SLOT = """
-INSERT INTO slots (slot_id, capacity, state, label, starts_at, ends_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (slot_id) DO UPDATE SET
-    capacity = excluded.capacity, state = excluded.state, label = excluded.label,
-    starts_at = excluded.starts_at, ends_at = excluded.ends_at, updated_at = now()
 """
 _INSERT_SLOT_EVENT = """
 INSERT INTO slot_events (stream, entry_id, slot_id, capacity, state, attributes, occurred_at)
@@ -123,25 +71,27 @@ ON CONFLICT DO NOTHING
 """
 
 
-async def _apply(conn: Any, entries: list[Entry]) -> None:
+async def _apply(conn: Conn, entries: list[Entry]) -> None:
     """Apply in stream order; consecutive entries of one kind go in one executemany."""
     run: list[Entry] = []
     for entry in [*entries, None]:
         if run and (entry is None or entry.kind != run[0].kind):
             if run[0].kind == "h":
-                rows = [_hold_rows(e) for e in run]
-                await conn.executemany(_UPSERT_HOLD, [r[0] for r in rows])
-                await conn.executemany(_INSERT_HOLD_EVENT, [r[1] for r in rows])
+                holds = [Hold.from_event(e.payload) for e in run]
+                await upsert_holds(conn, holds, newer_only=True)
+                events = [_hold_event(e, h) for e, h in zip(run, holds, strict=True)]
+                await conn.executemany(_INSERT_HOLD_EVENT, events)
             else:
-                rows = [_slot_rows(e) for e in run]
-                await conn.executemany(_UPSERT_SLOT, [r[0] for r in rows])
-                await conn.executemany(_INSERT_SLOT_EVENT, [r[1] for r in rows])
+                slots = [SlotEvent.decode(e.payload) for e in run]
+                await upsert_slots(conn, [s.slot for s in slots])
+                events = [_slot_event(e, s) for e, s in zip(run, slots, strict=True)]
+                await conn.executemany(_INSERT_SLOT_EVENT, events)
             run = []
         if entry is not None:
             run.append(entry)
 
 
-async def write_batch(pool: Any, entries: list[Entry]) -> int:
+async def write_batch(pool: Pool, entries: list[Entry]) -> int:
     """Write entries in one transaction; returns how many were rejected.
 
     If the batch breaks a constraint, each entry is retried in its own

@@ -13,15 +13,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
 
 from engine import Engine, Hold
+from engine.client import RedisClient
 
+from .db import Pool
 from .drain import drain_stream
-from .events import Entry, write_batch
-from .records import HOLD_COLUMNS, hold_from_row, unknown_key
+from .records import HOLD_COLUMNS, hold_from_row, upsert_holds
 from .restore import restore_partition
 
 __all__ = ["Drift", "check_partition", "reconcile"]
@@ -41,7 +39,7 @@ class Drift:
         return not self.problems
 
 
-async def check_partition(engine: Engine, pool: Any, partition: int) -> Drift:
+async def check_partition(engine: Engine, pool: Pool, partition: int) -> Drift:
     drift = Drift(partition)
     partitions = engine.settings.partitions
     redis_slots = {s.slot_id: s for s in await engine.partition_slots(partition)}
@@ -108,23 +106,22 @@ async def check_partition(engine: Engine, pool: Any, partition: int) -> Drift:
     return drift
 
 
-async def _write_to_postgres(pool: Any, engine: Engine, holds: list[Hold]) -> None:
-    entries = [
-        Entry(
-            f"reconcile:{engine.keys.events(engine.keys.partition_of(h.slot_id))}",
-            f"{h.hold_id}:{h.version}",
-            "h",
-            orjson.dumps({**h.to_stored(), "k": h.idempotency_key or unknown_key(h.hold_id)}),
+async def _repair_in_postgres(pool: Pool, holds: list[Hold]) -> None:
+    """Write what Redis knows and PostgreSQL lacks, and record it as a repair
+    (the audit table keeps only what the streams said)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await upsert_holds(conn, holds, newer_only=True)
+        await conn.executemany(
+            "INSERT INTO hold_repairs (hold_id, version, status, source)"
+            " VALUES ($1, $2, $3, 'reconcile')",
+            [(h.hold_id, h.version, h.status) for h in holds],
         )
-        for h in holds
-    ]
-    await write_batch(pool, entries)
 
 
 async def reconcile(
     engine: Engine,
-    redis: Any,
-    pool: Any,
+    redis: RedisClient,
+    pool: Pool,
     *,
     repair: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -138,7 +135,7 @@ async def reconcile(
             found.append(drift)
             if repair:
                 if drift.behind_in_postgres:
-                    await _write_to_postgres(pool, engine, drift.behind_in_postgres)
+                    await _repair_in_postgres(pool, drift.behind_in_postgres)
                 if (
                     drift.needs_rebuild
                     or not (await check_partition(engine, pool, partition)).clean

@@ -1,25 +1,53 @@
-"""PostgreSQL rows <-> engine records."""
+"""PostgreSQL rows <-> engine records: the one place that writes holds and slots.
+
+Drain, restore, reconcile, the catalog and the seeder all write through
+``upsert_holds`` and ``upsert_slots``.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
-from engine import Hold
+import asyncpg
 
-__all__ = ["HOLD_COLUMNS", "hold_from_row", "ms", "unknown_key"]
+from engine import Hold, Slot
+
+from .db import Conn, Pool
+
+__all__ = [
+    "HOLD_COLUMNS",
+    "SLOT_COLUMNS",
+    "at",
+    "hold_from_row",
+    "ms",
+    "slot_from_row",
+    "slot_row",
+    "upsert_holds",
+    "upsert_slots",
+]
 
 HOLD_COLUMNS = (
     "hold_id, slot_id, user_id, quantity, status, idempotency_key, created_at, expires_at,"
     " confirmed_at, cancelled_at, expired_at, version"
 )
+SLOT_COLUMNS = "slot_id, capacity, state, label, starts_at, ends_at"
 
 
 def ms(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-def hold_from_row(row: Any) -> Hold:
+def at(value_ms: int | None) -> datetime | None:
+    return None if value_ms is None else datetime.fromtimestamp(value_ms / 1000, UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def hold_from_row(row: asyncpg.Record) -> Hold:
     return Hold(
         hold_id=row["hold_id"],
         slot_id=row["slot_id"],
@@ -29,15 +57,88 @@ def hold_from_row(row: Any) -> Hold:
         created_at_ms=int(row["created_at"].timestamp() * 1000),
         expires_at_ms=int(row["expires_at"].timestamp() * 1000),
         version=row["version"],
-        idempotency_key=row["idempotency_key"],
+        idempotency_key=row["idempotency_key"] or "",
         confirmed_at_ms=ms(row["confirmed_at"]),
         cancelled_at_ms=ms(row["cancelled_at"]),
         expired_at_ms=ms(row["expired_at"]),
     )
 
 
-def unknown_key(hold_id: str) -> str:
-    """Stands in for an idempotency key that is not at hand: Redis keeps the key's
-    own record, not the key on the hold, and only the event that creates a hold
-    carries it. Used only for holds PostgreSQL has not seen created."""
-    return f"unknown:{hold_id}"
+def slot_from_row(row: asyncpg.Record) -> Slot:
+    """A catalog row as a slot with nothing held (the counters live in Redis)."""
+    return Slot(
+        slot_id=row["slot_id"],
+        capacity=row["capacity"],
+        remaining=row["capacity"],
+        held=0,
+        confirmed=0,
+        state=row["state"],
+        label=row["label"],
+        starts_at=_iso(row["starts_at"]),
+        ends_at=_iso(row["ends_at"]),
+    )
+
+
+def _hold_row(hold: Hold) -> tuple[Any, ...]:
+    return (
+        hold.hold_id,
+        hold.slot_id,
+        int(hold.user_id),
+        hold.quantity,
+        hold.status,
+        hold.idempotency_key or None,  # only the creating event carries it
+        at(hold.created_at_ms),
+        at(hold.expires_at_ms),
+        at(hold.confirmed_at_ms),
+        at(hold.cancelled_at_ms),
+        at(hold.expired_at_ms),
+        hold.version,
+    )
+
+
+def slot_row(slot: Slot) -> tuple[Any, ...]:
+    return (
+        slot.slot_id,
+        slot.capacity,
+        slot.state,
+        slot.label,
+        datetime.fromisoformat(slot.starts_at) if slot.starts_at else None,
+        datetime.fromisoformat(slot.ends_at) if slot.ends_at else None,
+    )
+
+
+_UPSERT_HOLDS = f"""
+INSERT INTO holds ({HOLD_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (hold_id) DO UPDATE SET
+    status = excluded.status, confirmed_at = excluded.confirmed_at,
+    cancelled_at = excluded.cancelled_at, expired_at = excluded.expired_at,
+    version = excluded.version,
+    idempotency_key = coalesce(holds.idempotency_key, excluded.idempotency_key)
+"""
+# Events of one hold may arrive out of order across batches claimed by different
+# workers: then an older version never overwrites a newer one.
+_NEWER_ONLY = " WHERE holds.version < excluded.version"
+
+_UPSERT_SLOTS = f"""
+INSERT INTO slots ({SLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (slot_id) DO UPDATE SET
+    capacity = excluded.capacity, state = excluded.state, label = excluded.label,
+    starts_at = excluded.starts_at, ends_at = excluded.ends_at, updated_at = now()
+"""
+
+
+async def upsert_holds(
+    conn: Conn | Pool,
+    holds: Iterable[Hold],
+    *,
+    newer_only: bool,
+) -> None:
+    """Write holds as they are; with ``newer_only`` a stored newer version wins."""
+    sql = _UPSERT_HOLDS + (_NEWER_ONLY if newer_only else "")
+    await conn.executemany(sql, [_hold_row(h) for h in holds])
+
+
+async def upsert_slots(conn: Conn | Pool, slots: Iterable[Slot]) -> None:
+    """Write the catalog's part of each slot (capacity, state, attributes)."""
+    await conn.executemany(_UPSERT_SLOTS, [slot_row(s) for s in slots])

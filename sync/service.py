@@ -14,19 +14,21 @@ import os
 import socket
 from typing import Any
 
-from api.tasks import cancel_and_wait
 from engine import Engine, EngineError, StateUnavailable
+from engine.client import RedisClient
+from engine.tasks import cancel_and_wait
 
+from .db import Pool
 from .drain import drain_partition, sync_lag_ms
 from .reconcile import check_partition
 from .restore import ensure_partitions
 
-__all__ = ["DRIFT_GAUGE", "EXPIRED_COUNTER", "SyncService"]
+__all__ = ["DRIFT_GAUGE", "EXPIRED_COUNTER", "SyncService", "read_counters"]
 
 # Holds expired by sweeps, all workers; read by the API's /metrics.
-EXPIRED_COUNTER = "sync:expired_total"
+EXPIRED_COUNTER = "expired_total"
 # Differences the last drift check found, all partitions; read by /metrics too.
-DRIFT_GAUGE = "sync:drift"
+DRIFT_GAUGE = "drift"
 
 log = logging.getLogger("slotkeeper.sync")
 
@@ -35,12 +37,19 @@ _MAX_IDLE_SLEEP_S = 0.2
 _ERROR_SLEEP_S = 0.5
 
 
+async def read_counters(engine: Engine, redis: RedisClient) -> tuple[int, int]:
+    """(holds expired by sweeps, differences the last drift check found): all workers'."""
+    keys = engine.keys
+    expired, drift = await redis.mget(keys.counter(EXPIRED_COUNTER), keys.counter(DRIFT_GAUGE))
+    return int(expired or 0), int(drift or 0)
+
+
 class SyncService:
     def __init__(
         self,
         engine: Engine,
-        redis: Any,
-        pool: Any,
+        redis: RedisClient,
+        pool: Pool,
         *,
         consumer: str | None = None,
         batch: int = 500,
@@ -56,7 +65,6 @@ class SyncService:
         self.written_total = 0
         self.last_drift: dict[int, list[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._prefix = engine.settings.key_prefix
 
     # -- one round of each duty -------------------------------------------------
 
@@ -86,7 +94,7 @@ class SyncService:
 
     async def sweep(self) -> int | None:
         """Expire every due hold of every partition; None if another process is sweeping."""
-        lock = self.redis.lock(f"{self._prefix}lock:sweep", timeout=30, blocking=False)
+        lock = self.redis.lock(self.engine.keys.lock("sweep"), timeout=30, blocking=False)
         if not await lock.acquire():
             return None
         expired = 0
@@ -102,7 +110,7 @@ class SyncService:
                 await lock.release()
         self.expired_total += expired
         if expired:
-            await self.redis.incrby(f"{self._prefix}{EXPIRED_COUNTER}", expired)
+            await self.redis.incrby(self.engine.keys.counter(EXPIRED_COUNTER), expired)
         return expired
 
     async def restore(self) -> list[int]:
@@ -113,7 +121,7 @@ class SyncService:
 
     async def check_drift(self) -> dict[int, list[str]]:
         """Compare without draining first: some drift may be lag; it is logged, not fixed."""
-        lock = self.redis.lock(f"{self._prefix}lock:drift", timeout=120, blocking=False)
+        lock = self.redis.lock(self.engine.keys.lock("drift"), timeout=120, blocking=False)
         if not await lock.acquire():
             return self.last_drift
         try:
@@ -126,7 +134,9 @@ class SyncService:
             for partition, problems in found.items():
                 log.warning("drift in partition %s: %s", partition, "; ".join(problems[:5]))
             self.last_drift = found
-            await self.redis.set(f"{self._prefix}{DRIFT_GAUGE}", sum(map(len, found.values())))
+            await self.redis.set(
+                self.engine.keys.counter(DRIFT_GAUGE), sum(map(len, found.values()))
+            )
             return found
         finally:
             with contextlib.suppress(Exception):

@@ -17,12 +17,10 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from api.context import connect_redis
-from api.db import create_pool
-from api.settings import Settings
-from engine import Engine
+from engine import Engine, KeySchema
 
 from .service import SyncService
+from .settings import SyncSettings
 
 __all__ = ["build_worker"]
 
@@ -30,11 +28,11 @@ log = logging.getLogger("slotkeeper.sync")
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx["settings"]
-    redis = connect_redis(settings.redis_url, settings)
-    pool = await create_pool(settings.database_url, size=settings.database_pool_size, timeout_s=10)
-    engine = Engine(redis, settings.engine_settings())
-    service = SyncService(engine, redis, pool, claim_idle_ms=settings.sync_claim_idle_ms)
+    settings: SyncSettings = ctx["settings"]
+    redis = settings.connect_redis()
+    pool = await settings.create_pool()
+    engine = Engine(redis, settings.engine)
+    service = SyncService(engine, redis, pool, claim_idle_ms=settings.claim_idle_ms)
     ctx.update(redis_client=redis, pool=pool, service=service)
     service.start(periodic=False)
     log.info("sync worker %s started", service.consumer)
@@ -67,24 +65,25 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
 
-def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
+def build_worker(settings: SyncSettings, *, burst: bool = False) -> Worker:
     every_second = set(range(60))
-    # Cron job ids are global in arq; the prefix keeps deployments sharing a Redis apart.
-    prefix = settings.key_prefix
+    keys = KeySchema(settings.engine.key_prefix, settings.engine.partitions)
     return Worker(
         functions=[],
         cron_jobs=[
-            cron(sweep_expired, name=f"{prefix}sweep", second=every_second, run_at_startup=True),
+            cron(
+                sweep_expired, name=keys.cron_job("sweep"), second=every_second, run_at_startup=True
+            ),
             cron(
                 restore_lost_partitions,
-                name=f"{prefix}restore",
+                name=keys.cron_job("restore"),
                 second=every_second,
                 run_at_startup=True,
             ),
-            cron(check_drift, name=f"{prefix}drift", second={0, 30}),
+            cron(check_drift, name=keys.cron_job("drift"), second={0, 30}),
         ],
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
-        queue_name=f"{settings.key_prefix}arq:queue",
+        queue_name=keys.arq_queue(),
         on_startup=_startup,
         on_shutdown=_shutdown,
         ctx={"settings": settings},

@@ -13,13 +13,13 @@ from typing import Any
 import yaml
 
 from api.app import create_app
-from api.settings import Settings
+from api.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env_names() -> set[str]:
-    return {f.metadata.get("env") or f"SLOTKEEPER_{f.name.upper()}" for f in fields(Settings)}
+    return {f.metadata.get("env") or env_name(f.name) for f in fields(Settings)}
 
 
 def _compose() -> dict[str, Any]:

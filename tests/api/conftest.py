@@ -18,9 +18,9 @@ import pytest
 
 from api.app import create_app
 from api.context import AppContext
-from api.db import migrate
 from api.settings import Settings
 from api.users import create_user
+from sync.db import migrate
 from sync.restore import ensure_partitions
 
 from ..conftest import _drop_prefix, redis_url

@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 
 from api.context import connect_redis
-from api.db import create_pool
 from api.settings import Settings
 from api.users import create_user
 from engine import Engine
+from sync.db import create_pool
 from sync.restore import ensure_partitions
 
 from ..conftest import _drop_prefix

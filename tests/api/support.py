@@ -37,7 +37,7 @@ def password_hash() -> str:
 
 @dataclass
 class User:
-    user_id: int
+    user_id: str
     email: str
     role: str
     token: str
@@ -60,8 +60,8 @@ async def new_user(h: Harness, *, admin: bool = False) -> User:
         password_hash(),
         role,
     )
-    token = h.ctx.tokens.issue(user_id, role)["access_token"]
-    return User(int(user_id), email, role, token)
+    token = h.ctx.tokens.issue(str(user_id), role)["access_token"]
+    return User(str(user_id), email, role, token)
 
 
 async def new_slot(h: Harness, admin: User, capacity: int = 10, **fields: Any) -> int:
@@ -95,7 +95,7 @@ async def remaining(h: Harness, user: User, slot_id: int) -> int:
 
 def craft_token(
     secret: str,
-    user_id: int,
+    user_id: str,
     *,
     expires_in_s: int = 3600,
     role: str = "user",
@@ -106,7 +106,7 @@ def craft_token(
     """A token built outside the app (expired, forged, malformed ones)."""
     now = int(time.time())
     payload: dict[str, Any] = {
-        "sub": str(user_id),
+        "sub": user_id,
         "role": role,
         "iat": now - 60,
         "exp": now + expires_in_s,

@@ -42,7 +42,7 @@ async def test_login_returns_a_bearer_token_that_works(h: Harness) -> None:
     r = await h.client.post("/auth/login", json={"email": user.email, "password": PASSWORD})
     token = _assert_token_body(r)
     claims = jwt.decode(token, h.settings.jwt_secret, algorithms=["HS256"])
-    assert claims["sub"] == str(user.user_id)
+    assert claims["sub"] == user.user_id
     assert claims["exp"] - claims["iat"] == 3600
     assert claims["jti"]
     ok = await h.client.get("/slots/availability", headers=_bearer(token))
@@ -170,7 +170,7 @@ async def test_refresh_routes_answer_alike(h: Harness, method: str, path: str) -
     new = _assert_token_body(r)
     assert new != user.token
     claims = jwt.decode(new, h.settings.jwt_secret, algorithms=["HS256"])
-    assert claims["sub"] == str(user.user_id)
+    assert claims["sub"] == user.user_id
     assert claims["role"] == "user"
 
 
@@ -221,7 +221,9 @@ async def test_token_expired_beyond_the_window_cannot_be_refreshed(h: Harness) -
 
 async def test_refresh_takes_the_role_as_stored_now(h: Harness) -> None:
     admin = await new_user(h, admin=True)
-    await h.ctx.pool.execute("UPDATE users SET role = 'user' WHERE user_id = $1", admin.user_id)
+    await h.ctx.pool.execute(
+        "UPDATE users SET role = 'user' WHERE user_id = $1", int(admin.user_id)
+    )
     demoted = _assert_token_body(await h.client.post("/auth/refresh", headers=_bearer(admin.token)))
     assert jwt.decode(demoted, options={"verify_signature": False})["role"] == "user"
     r = await h.client.post("/slots", json={"capacity": 1}, headers=_bearer(demoted))
@@ -230,7 +232,7 @@ async def test_refresh_takes_the_role_as_stored_now(h: Harness) -> None:
 
 async def test_refresh_of_a_deleted_user_is_refused(h: Harness) -> None:
     user = await new_user(h)
-    await h.ctx.pool.execute("DELETE FROM users WHERE user_id = $1", user.user_id)
+    await h.ctx.pool.execute("DELETE FROM users WHERE user_id = $1", int(user.user_id))
     assert_problem(await h.client.post("/auth/refresh", headers=_bearer(user.token)), 401)
 
 
@@ -253,20 +255,20 @@ def _bad_authorizations(secret: str) -> dict[str, str | None]:
         "bearer-only": "Bearer",
         "bearer-blank": "Bearer    ",
         "basic-scheme": "Basic dXNlcjpwYXNz",
-        "token-scheme": "Token " + craft_token(secret, 1),
-        "no-scheme": craft_token(secret, 1),
+        "token-scheme": "Token " + craft_token(secret, "1"),
+        "no-scheme": craft_token(secret, "1"),
         "garbage": "Bearer not-a-jwt",
         "garbage-dots": "Bearer a.b.c",
-        "bad-signature": "Bearer " + craft_token("another-secret-" + "y" * 40, 1),
-        "alg-none": "Bearer " + craft_token(secret, 1, algorithm="none"),
-        "alg-hs512": "Bearer " + craft_token(secret, 1, algorithm="HS512"),
-        "expired": "Bearer " + craft_token(secret, 1, expires_in_s=-600),
-        "no-jti": "Bearer " + craft_token(secret, 1, drop=("jti",)),
-        "no-exp": "Bearer " + craft_token(secret, 1, drop=("exp",)),
-        "no-sub": "Bearer " + craft_token(secret, 1, drop=("sub",)),
-        "sub-not-int": "Bearer " + craft_token(secret, 1, sub="admin"),
-        "tampered": "Bearer " + _tamper(craft_token(secret, 1)),
-        "exp-not-a-number": "Bearer " + craft_token(secret, 1, exp="soon"),
+        "bad-signature": "Bearer " + craft_token("another-secret-" + "y" * 40, "1"),
+        "alg-none": "Bearer " + craft_token(secret, "1", algorithm="none"),
+        "alg-hs512": "Bearer " + craft_token(secret, "1", algorithm="HS512"),
+        "expired": "Bearer " + craft_token(secret, "1", expires_in_s=-600),
+        "no-jti": "Bearer " + craft_token(secret, "1", drop=("jti",)),
+        "no-exp": "Bearer " + craft_token(secret, "1", drop=("exp",)),
+        "no-sub": "Bearer " + craft_token(secret, "1", drop=("sub",)),
+        "sub-not-int": "Bearer " + craft_token(secret, "1", sub="admin"),
+        "tampered": "Bearer " + _tamper(craft_token(secret, "1")),
+        "exp-not-a-number": "Bearer " + craft_token(secret, "1", exp="soon"),
     }
 
 

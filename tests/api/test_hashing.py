@@ -95,7 +95,7 @@ async def test_a_hash_with_old_parameters_is_upgraded_on_the_next_successful_log
     user = await h.user(password="pw-old-params")
     old = PasswordHasher(time_cost=3, memory_cost=65_536, parallelism=4).hash("pw-old-params")
     await h.ctx.pool.execute(
-        "UPDATE users SET password_hash = $2 WHERE user_id = $1", user["user_id"], old
+        "UPDATE users SET password_hash = $2 WHERE user_id = $1", int(user["user_id"]), old
     )
     wrong = await h.client.post(
         "/auth/login", json={"email": user["email"], "password": "not-it-at-all"}
@@ -118,8 +118,8 @@ async def test_a_hash_with_old_parameters_is_upgraded_on_the_next_successful_log
     assert await _stored_hash(h, user["user_id"]) == upgraded  # current: left alone
 
 
-async def _stored_hash(h: Harness, user_id: int) -> str:
+async def _stored_hash(h: Harness, user_id: str) -> str:
     value: str = await h.ctx.pool.fetchval(
-        "SELECT password_hash FROM users WHERE user_id = $1", user_id
+        "SELECT password_hash FROM users WHERE user_id = $1", int(user_id)
     )
     return value

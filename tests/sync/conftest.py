@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from api.db import create_pool
 from engine import Engine
+from sync.db import create_pool
 
 from ..api.conftest import database, make_harness, make_settings, template_db
 from ..conftest import _drop_prefix

@@ -20,8 +20,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from api.db import migrate
 from engine import Engine, HoldExpired
+from sync.db import migrate
 from sync.drain import sync_lag_ms
 from sync.service import SyncService
 

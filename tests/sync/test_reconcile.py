@@ -95,6 +95,20 @@ async def test_reconcile_reports_drift_and_repairs_it(make_env: SyncEnvFactory) 
     # lost hold and its counter back from PostgreSQL.
     assert await _redis_state(engine) == before
     await assert_postgres_matches_redis(engine, pool)
+    # The writes are recorded as repairs; the audit keeps only what the streams said.
+    repairs = await pool.fetch("SELECT hold_id, status, source FROM hold_repairs")
+    assert {(r["hold_id"], r["status"], r["source"]) for r in repairs} == {
+        (names["confirmed1"], "confirmed", "reconcile"),
+        (names["held2"], "held", "reconcile"),
+    }
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM hold_events WHERE stream NOT LIKE '%:events'"
+    )
+    # Redis does not keep a hold's idempotency key: the row rebuilt from it has none.
+    assert (
+        await pool.fetchval("SELECT idempotency_key FROM holds WHERE hold_id = $1", names["held2"])
+        is None
+    )
 
 
 async def test_cli_reconcile_exit_codes(make_env: SyncEnvFactory, tmp_path: Path) -> None:

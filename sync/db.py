@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["create_pool", "migrate", "pending_migrations"]
+__all__ = ["Conn", "Pool", "create_pool", "migrate", "pending_migrations"]
+
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+# A connection of its own, or one taken from a pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK = 0x51_07_4B_EE
 
 
-async def create_pool(dsn: str, *, size: int, timeout_s: float) -> Any:
+async def create_pool(dsn: str, *, size: int, timeout_s: float) -> Pool:
     """A pool whose every statement gives up after ``timeout_s`` (never hangs)."""
     return await asyncpg.create_pool(
         dsn,
@@ -35,13 +40,13 @@ def _migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def pending_migrations(conn: Any) -> list[str]:
+async def pending_migrations(conn: Conn) -> list[str]:
     await _ensure_table(conn)
     applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
     return [name for version, name, _ in _migration_files() if version not in applied]
 
 
-async def _ensure_table(conn: Any) -> None:
+async def _ensure_table(conn: Conn) -> None:
     await conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version integer PRIMARY KEY, name text NOT NULL,"
