@@ -116,7 +116,13 @@ class AppContext:
         if settings.with_worker:
             from sync.service import SyncService
 
-            ctx.sync = SyncService(engine, redis, pool, claim_idle_ms=settings.sync_claim_idle_ms)
+            ctx.sync = SyncService(
+                engine,
+                redis,
+                pool,
+                claim_idle_ms=settings.sync_claim_idle_ms,
+                webhooks=settings.webhook_settings(),
+            )
             ctx.sync.start()
         return ctx
 

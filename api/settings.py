@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import EngineSettings
+from sync.webhooks import WebhookSettings
 
 __all__ = ["WEAK_SECRETS", "ConfigError", "Settings"]
 
@@ -54,6 +55,11 @@ class Settings:
     finished_retention_s: int = 86_400
     # A sync worker's unacknowledged entries are taken over by another after this long.
     sync_claim_idle_ms: int = 30_000
+    # Webhook delivery (sync/webhooks.py): per-attempt timeout, first retry delay
+    # (doubling), and how long to retry before the endpoint is disabled.
+    webhook_timeout_ms: int = 10_000
+    webhook_backoff_ms: int = 1_000
+    webhook_retry_for_s: int = 86_400
 
     availability_cache_ms: int = 500
     availability_page_limit: int = 1000
@@ -85,6 +91,13 @@ class Settings:
             max_quantity=self.max_quantity,
             max_held_per_user_slot=self.max_held_per_user_slot,
             finished_retention_s=self.finished_retention_s,
+        )
+
+    def webhook_settings(self) -> WebhookSettings:
+        return WebhookSettings(
+            timeout_s=self.webhook_timeout_ms / 1000,
+            retry_for_s=self.webhook_retry_for_s,
+            backoff_s=self.webhook_backoff_ms / 1000,
         )
 
     def check_secret(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from . import feed
 from .records import unknown_key
 
 __all__ = ["Entry", "write_batch"]
@@ -139,6 +140,7 @@ async def _apply(conn: Any, entries: list[Entry]) -> None:
             run = []
         if entry is not None:
             run.append(entry)
+    await feed.append(conn, entries)  # the feed and webhook outbox, same transaction
 
 
 async def write_batch(pool: Any, entries: list[Entry]) -> int:

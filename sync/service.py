@@ -20,6 +20,7 @@ from engine import Engine, EngineError, StateUnavailable
 from .drain import drain_partition, sync_lag_ms
 from .reconcile import check_partition
 from .restore import ensure_partitions
+from .webhooks import WebhookDispatcher, WebhookSettings
 
 __all__ = ["DRIFT_GAUGE", "EXPIRED_COUNTER", "SyncService"]
 
@@ -45,6 +46,7 @@ class SyncService:
         consumer: str | None = None,
         batch: int = 500,
         claim_idle_ms: int = 30_000,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self.engine = engine
         self.redis = redis
@@ -57,6 +59,7 @@ class SyncService:
         self.last_drift: dict[int, list[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._prefix = engine.settings.key_prefix
+        self.webhooks = WebhookDispatcher(pool, webhooks)
 
     # -- one round of each duty -------------------------------------------------
 
@@ -169,6 +172,7 @@ class SyncService:
         """Run the drain loop (and, with ``periodic``, sweep/restore/drift) as tasks."""
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._drain_forever()))
+        self._tasks.append(loop.create_task(self.webhooks.run()))  # beside, never in, the drain
         if periodic:
             self._tasks.append(loop.create_task(self._every(1.0, self.sweep)))
             self._tasks.append(loop.create_task(self._every(1.0, self.restore)))
@@ -183,3 +187,4 @@ class SyncService:
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         await cancel_and_wait(tasks)
+        await self.webhooks.close()

@@ -34,7 +34,13 @@ async def _startup(ctx: dict[str, Any]) -> None:
     redis = connect_redis(settings.redis_url, settings)
     pool = await create_pool(settings.database_url, size=settings.database_pool_size, timeout_s=10)
     engine = Engine(redis, settings.engine_settings())
-    service = SyncService(engine, redis, pool, claim_idle_ms=settings.sync_claim_idle_ms)
+    service = SyncService(
+        engine,
+        redis,
+        pool,
+        claim_idle_ms=settings.sync_claim_idle_ms,
+        webhooks=settings.webhook_settings(),
+    )
     ctx.update(redis_client=redis, pool=pool, service=service)
     service.start(periodic=False)
     log.info("sync worker %s started", service.consumer)
