@@ -50,7 +50,8 @@ CREATE TABLE webhook_deliveries (
     status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered')),
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    -- Retries stop (and the endpoint is disabled) this long after retry_from.
+    -- The first failure (or re-enabling the endpoint) sets it; retries stop (and the
+    -- endpoint is disabled) the retry window after it.
     retry_from      timestamptz NOT NULL DEFAULT now(),
     last_attempt_at timestamptz,
     last_status     integer,

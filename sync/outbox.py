@@ -220,7 +220,9 @@ async def record_failure(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, last_attempt_at = now(),"
-            " last_status = $2, last_error = $3, next_attempt_at = coalesce($4, now())"
+            " last_status = $2, last_error = $3, next_attempt_at = coalesce($4, now()),"
+            # The retry window opens at the first failure, not when the event was queued.
+            " retry_from = CASE WHEN attempts = 0 THEN now() ELSE retry_from END"
             " WHERE delivery_id = $1 AND status = 'pending'",
             delivery["delivery_id"],
             status,

@@ -135,7 +135,8 @@ class WebhookDispatcher:
         attempts = int(delivery["attempts"]) + 1
         now = datetime.now(UTC)
         retry_at: datetime | None = now + timedelta(seconds=self._backoff_s(attempts))
-        if now - delivery["retry_from"] >= timedelta(seconds=self.settings.retry_for_s):
+        failing_for = now - delivery["retry_from"]
+        if attempts > 1 and failing_for >= timedelta(seconds=self.settings.retry_for_s):
             retry_at = None
             log.warning("webhook %s disabled: %s", delivery["webhook_id"], error)
         await outbox.record_failure(
