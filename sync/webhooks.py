@@ -42,7 +42,7 @@ class WebhookSettings:
     timeout_s: float = 10.0
     retry_for_s: float = 86_400.0
     backoff_s: float = 1.0  # the first retry's delay; doubles per attempt up to an hour
-    concurrency: int = 16
+    concurrency: int = 16  # attempts in flight per worker
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -89,23 +89,21 @@ class WebhookDispatcher:
         delay = min(self.settings.backoff_s * 2.0 ** max(attempts - 1, 0), _MAX_BACKOFF_S)
         return float(delay * random.uniform(0.9, 1.1))
 
-    async def round(self) -> int:
-        """Deliver what is due now (one batch); returns how many were attempted."""
-        due = await outbox.claim_due(self.pool, limit=self.batch, lease_s=self._lease_s)
-        if not due:
-            return 0
-        if self._client is None:
+    async def _claim(self, limit: int) -> list[asyncio.Task[None]]:
+        due = await outbox.claim_due(self.pool, limit=limit, lease_s=self._lease_s)
+        if due and self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self.settings.timeout_s, follow_redirects=False
             )
-        gate = asyncio.Semaphore(self.settings.concurrency)
+        return [asyncio.create_task(self._attempt(d)) for d in due]
 
-        async def one(delivery: dict[str, Any]) -> None:
-            async with gate:
-                await self._deliver(delivery)
-
-        await asyncio.gather(*(one(d) for d in due))
-        return len(due)
+    async def _attempt(self, delivery: dict[str, Any]) -> None:
+        try:
+            await self._deliver(delivery)
+        except Exception as exc:  # recording failed (PostgreSQL away): the lease runs out
+            log.warning(
+                "webhook delivery %s: %s: %s", delivery["delivery_id"], type(exc).__name__, exc
+            )
 
     async def _deliver(self, delivery: dict[str, Any]) -> None:
         assert self._client is not None
@@ -144,16 +142,31 @@ class WebhookDispatcher:
         )
 
     async def run(self) -> None:
-        """Deliver forever (the worker's task); PostgreSQL trouble is waited out."""
-        while True:
-            try:
-                if not await self.round():
+        """Deliver forever (the worker's task). Up to ``concurrency`` attempts are in
+        flight; a slow endpoint occupies its own attempts, not the others' turns."""
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                try:
+                    free = self.settings.concurrency - len(in_flight)
+                    if free > 0:
+                        in_flight.update(await self._claim(min(free, self.batch)))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # PostgreSQL away: wait it out
+                    log.warning("webhook queue unavailable: %s: %s", type(exc).__name__, exc)
+                    await asyncio.sleep(_ERROR_SLEEP_S)
+                    continue
+                if in_flight:
+                    _, in_flight = await asyncio.wait(
+                        in_flight, timeout=_IDLE_SLEEP_S, return_when=asyncio.FIRST_COMPLETED
+                    )
+                else:
                     await asyncio.sleep(_IDLE_SLEEP_S)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("webhook delivery failed: %s: %s", type(exc).__name__, exc)
-                await asyncio.sleep(_ERROR_SLEEP_S)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def close(self) -> None:
         if self._client is not None:

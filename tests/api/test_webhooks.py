@@ -233,3 +233,25 @@ def test_signature_matches_the_standard_webhooks_example() -> None:
     assert sign(secret, msg_id, 1614265330, body) == (
         "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     )
+
+
+async def test_a_slow_endpoint_does_not_hold_up_another(harness: Harness) -> None:
+    h = harness
+    admin = await new_user(h, admin=True)
+    user = await new_user(h)
+    async with receiver(delay_s=1.5) as slow, receiver() as fast:
+        for recv in (slow, fast):
+            r = await h.client.post(
+                "/webhooks", json={"url": recv.url, "events": ["*"]}, headers=admin.headers
+            )
+            assert r.status_code == 201
+        await _activity(h, admin, user, slots=2)
+        await drain_all(h.ctx.engine, h.ctx.redis, h.ctx.pool)
+        events = await _events(h)
+        started = time.monotonic()
+        async with dispatching(h, timeout_s=5.0):
+            await _wait(lambda: _accepted(fast, len(events)), timeout_s=5)
+            took = time.monotonic() - started
+            assert len(slow.requests) < len(events)
+        assert took < 1.5, f"the fast endpoint waited for the slow one ({took:.1f} s)"
+        assert_in_order_per_slot(fast.requests)
