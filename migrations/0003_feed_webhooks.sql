@@ -13,7 +13,7 @@ CREATE TABLE feed (
     slot_id     bigint,
     occurred_at timestamptz NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now(),
-    data        jsonb NOT NULL,
+    data        json NOT NULL,  -- json, not jsonb: kept as written (key order)
     -- Where the row came from (a stream and its entry id), written once.
     source      text NOT NULL,
     source_id   text NOT NULL,

@@ -132,7 +132,7 @@ async def _first_slot_entries(conn: Any, entries: Sequence[Entry]) -> set[tuple[
 
 _INSERT = """
 INSERT INTO feed (feed_id, type, slot_id, occurred_at, data, source, source_id)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::jsonb[],
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::json[],
                      $6::text[], $7::text[])
 ON CONFLICT (source, source_id) DO NOTHING
 RETURNING feed_id

@@ -15,6 +15,7 @@ from playwright.async_api import async_playwright
 
 from .conftest import Harness
 from .live import PASSWORD, live_server
+from .support import assert_problem, new_slot, new_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
@@ -132,3 +133,33 @@ async def _hold(
     if confirm:
         r = await client.post(f"/holds/{r.json()['hold_id']}/confirm", headers=user["headers"])
         assert r.status_code == 200, r.text
+
+
+async def test_dashboard_slots_is_for_admins_and_checks_its_query(harness: Harness) -> None:
+    h = harness
+    admin = await new_user(h, admin=True)
+    user = await new_user(h)
+    slot_id = await new_slot(h, admin, capacity=4, starts_at="2030-01-02T09:00:00+00:00")
+    await new_slot(h, admin, capacity=4)
+    assert_problem(await h.client.get("/dashboard/slots"), 401)
+    assert_problem(await h.client.get("/dashboard/slots", headers=user.headers), 403)
+    for query in ("from=yesterday", "to=2030-01-02", "slot_id=x"):
+        r = await h.client.get(f"/dashboard/slots?{query}", headers=admin.headers)
+        assert_problem(r, 400)
+    r = await h.client.get("/dashboard/slots?slot_id=999999", headers=admin.headers)
+    assert_problem(r, 404)
+    day = "from=2030-01-02T00:00:00%2B00:00&to=2030-01-03T00:00:00%2B00:00"
+    r = await h.client.get(f"/dashboard/slots?{day}", headers=admin.headers)
+    assert r.status_code == 200 and r.headers["x-feed-cursor"].isdigit()
+    assert [s["slot_id"] for s in r.json()] == [slot_id]
+    assert r.json()[0] | {"starts_at": None} == {
+        "slot_id": slot_id,
+        "capacity": 4,
+        "remaining": 4,
+        "held": 0,
+        "confirmed": 0,
+        "state": "open",
+        "starts_at": None,
+    }
+    r = await h.client.get("/dashboard/slots", headers=admin.headers)
+    assert len(r.json()) == 2

@@ -193,3 +193,20 @@ async def test_stream_frames_resume_and_heartbeat(harness: Harness, monkeypatch:
         assert await asyncio.wait_for(anext(frames), 2) == b": heartbeat\n\n"
     finally:
         await frames.aclose()
+
+
+async def test_expiry_is_an_event_too(harness: Harness) -> None:
+    h = harness
+    admin = await new_user(h, admin=True)
+    user = await new_user(h)
+    slot_id = await new_slot(h, admin)
+    engine = h.ctx.engine
+    now_ms = int((await h.ctx.redis.time())[0]) * 1000
+    past = now_ms - (h.settings.hold_ttl_s + 5) * 1000
+    outcome = await engine.hold(slot_id, str(user.user_id), "expire-me", now_ms=past)
+    await engine.sweep(engine.keys.partition_of(slot_id))
+    await _drain(h)
+    events = await _all(h, admin, f"/events?slot_id={slot_id}&type=hold.*")
+    assert [e["type"] for e in events] == ["hold.held", "hold.expired"]
+    assert events[1]["data"]["hold_id"] == outcome.hold.hold_id
+    assert "expired_at" in events[1]["data"]
