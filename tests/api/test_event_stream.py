@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from api.cli import GRACEFUL_SHUTDOWN_S
 
 from .live import live_server
 
@@ -111,3 +114,16 @@ async def test_stream_resumes_with_last_event_id_exactly_once(
         assert ids == expected, "an event was lost or repeated across the reconnect"
         assert [f["event"] for f in seen[:2]] == ["slot.created", "hold.held"]
         assert all(f'"id":"{f["id"]}"' in f["data"] for f in seen)
+
+        # A stream never ends by itself; it must not keep the server from stopping.
+        async with client.stream(
+            "GET", "/events/stream", headers=admin["headers"], timeout=None
+        ) as response:
+            assert response.status_code == 200
+            started = time.monotonic()
+            server.process.terminate()
+            with contextlib.suppress(httpx.TransportError):
+                async for _ in response.aiter_lines():
+                    pass
+            await asyncio.to_thread(server.process.wait, 15)
+            assert time.monotonic() - started < GRACEFUL_SHUTDOWN_S + 3
