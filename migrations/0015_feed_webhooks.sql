@@ -1,4 +1,6 @@
--- 0003_feed_webhooks.sql — the event feed, webhook endpoints and their outbox.
+-- 0015_feed_webhooks.sql — the event feed, webhook endpoints and their outbox.
+-- (Numbered after its issue, #15, so that migrations written on parallel branches
+-- cannot take the same version; versions only need to be distinct and ordered.)
 --
 -- feed: one row per transition of the durable record, whatever its kind (hold,
 -- slot; groups and waitlist later). feed_id is the public cursor. Ids are taken
