@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const state = { cursor: null, source: null, retry: null, pending: new Set(), timer: null };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
+function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
 
 async function api(path, options = {}) {
   const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
@@ -37,11 +38,17 @@ async function signIn(event) {
   event.preventDefault();
   const error = $("login-error");
   error.hidden = true;
-  const response = await fetch("/auth/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ email: $("email").value, password: $("password").value }),
-  });
+  let response;
+  for (let attempt = 1; ; attempt++) {
+    response = await fetch("/auth/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ email: $("email").value, password: $("password").value }),
+    });
+    // A busy or recovering service says when to come back: do so, a few times.
+    if (response.status !== 503 || attempt === 3) break;
+    await sleep(1000 * Number(response.headers.get("Retry-After") || 1));
+  }
   if (!response.ok) {
     const problem = await response.json().catch(() => ({}));
     error.textContent = problem.detail || "Sign-in failed.";
@@ -86,7 +93,11 @@ function inDay(slot) {
 async function loadDay() {
   closeStream();
   const response = await api("/dashboard/slots?" + dayQuery());
-  if (!response.ok) { setStatus("could not load slots (" + response.status + ")"); return; }
+  if (!response.ok) {
+    setStatus("could not load slots (" + response.status + ")");
+    if (response.status === 503) state.retry = setTimeout(loadDay, 2000);
+    return;
+  }
   const slots = await response.json();
   state.cursor = response.headers.get("X-Feed-Cursor");
   $("slots").replaceChildren(...slots.map(renderSlot));

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 from playwright.async_api import async_playwright
 
 from .conftest import Harness
@@ -64,8 +65,16 @@ async def test_dashboard_follows_a_hold_within_two_seconds(database: str, tmp_pa
     # same on every run and the tree stays clean.
     today = datetime(2030, 1, 15, tzinfo=UTC)
     async with (
-        live_server(database, tmp_path, with_worker=True, hold_rate_per_minute=0) as server,
-        server.client() as client,
+        # A generous request budget: signing in (argon2) on a loaded 2-core machine can
+        # take over the default second, and this test is about the page.
+        live_server(
+            database,
+            tmp_path,
+            with_worker=True,
+            hold_rate_per_minute=0,
+            backend_timeout_ms=10_000,
+        ) as server,
+        server.client(timeout_s=20) as client,
     ):
         admin = await server.user(client, admin=True)
         user = await server.user(client)
@@ -100,10 +109,15 @@ async def test_dashboard_follows_a_hold_within_two_seconds(database: str, tmp_pa
                 await page.fill("#password", PASSWORD)
                 await page.click("button[type=submit]")
                 bar = page.locator(f'.slot[data-slot-id="{slots[0]}"]')
-                await bar.wait_for(timeout=10_000)
+                try:
+                    await bar.wait_for(timeout=20_000)
+                except PlaywrightTimeout:
+                    status = await page.inner_text("#status")
+                    error = await page.inner_text("#login-error")
+                    raise AssertionError(f"no bar: status {status!r}, error {error!r}") from None
                 assert await bar.get_attribute("data-held") == "0"
                 assert not await page.is_visible("#login")
-                await page.wait_for_selector("#status.live", timeout=10_000)
+                await page.wait_for_selector("#status.live", timeout=20_000)
 
                 started = time.monotonic()
                 await _hold(client, user, slots[0], quantity=3)
