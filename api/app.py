@@ -18,7 +18,15 @@ from starlette.responses import Response
 
 import engine
 
-from . import auth_routes, hold_routes, ops_routes, slot_routes
+from . import (
+    auth_routes,
+    dashboard,
+    events_routes,
+    hold_routes,
+    ops_routes,
+    slot_routes,
+    webhook_routes,
+)
 from .context import AppContext
 from .metrics import Metrics
 from .middleware import RequestMiddleware
@@ -106,6 +114,9 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
             *slot_routes.routes,
             *hold_routes.routes,
             *ops_routes.routes,
+            *events_routes.routes,
+            *webhook_routes.routes,
+            *dashboard.routes,
         ],
         middleware=[
             Middleware(

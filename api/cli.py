@@ -28,6 +28,9 @@ app = typer.Typer(help="slotkeeper: slot reservations that never oversell.", no_
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 console = Console(stderr=True)
+# On SIGTERM requests get this long to finish; open event streams (which never
+# finish) are then cut, and EventSource clients reconnect elsewhere.
+GRACEFUL_SHUTDOWN_S = 3
 
 DEMO_USER = ("example@mail.ru", "passw0rd!")
 
@@ -101,6 +104,7 @@ def serve(
         log_config=None,  # uvicorn logs through the root logger configured above
         log_level=settings.log_level.lower(),
         proxy_headers=True,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 
@@ -174,6 +178,7 @@ def run(
             access_log=False,
             log_config=None,
             log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
 
 

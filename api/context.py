@@ -98,7 +98,13 @@ class AppContext:
         ctx.cache.start()
         ctx.tokens.denylist.start()
         if settings.with_worker:
-            ctx.sync = SyncService(engine, redis, pool, claim_idle_ms=settings.sync_claim_idle_ms)
+            ctx.sync = SyncService(
+                engine,
+                redis,
+                pool,
+                claim_idle_ms=settings.sync_claim_idle_ms,
+                webhooks=settings.webhook_settings(),
+            )
             ctx.sync.start()
         return ctx
 

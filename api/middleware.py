@@ -21,6 +21,9 @@ __all__ = ["RequestMiddleware"]
 
 log = logging.getLogger("slotkeeper.access")
 _MAX_REQUEST_ID = 128
+# Long-lived responses (the SSE stream) are not cut at the request budget; they
+# bound their own backend calls.
+UNTIMED_PATHS = frozenset({"/events/stream"})
 
 
 def _request_id(scope: Scope) -> bytes:
@@ -70,7 +73,9 @@ class RequestMiddleware:
         try:
             # A backend that stops answering must not hold the client: whatever is
             # still running when the budget is spent is cancelled and answered 503.
-            async with asyncio.timeout(self.path_timeouts.get(scope["path"], self.timeout_s)):
+            untimed = scope["path"] in UNTIMED_PATHS
+            budget = None if untimed else self.path_timeouts.get(scope["path"], self.timeout_s)
+            async with asyncio.timeout(budget):
                 await self.app(scope, receive, send_with_id)
         except TimeoutError:
             if response_started:

@@ -377,6 +377,8 @@ def _paths() -> dict[str, Any]:
 
 @cache
 def _document() -> dict[str, Any]:
+    from .openapi_feed import FEED_SCHEMAS, feed_paths  # it builds on the helpers above
+
     return {
         "openapi": "3.1.0",
         "info": {
@@ -384,9 +386,9 @@ def _document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Slot reservation: hold, confirm, cancel; never oversell.",
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **feed_paths()},
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **FEED_SCHEMAS},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine import EngineSettings
 from sync.settings import SyncSettings
+from sync.webhooks import WebhookSettings
 
 __all__ = ["WEAK_SECRETS", "ConfigError", "Settings", "env_name"]
 
@@ -51,6 +52,9 @@ _RANGES: dict[str, tuple[int, int]] = {
     "finished_retention_s": (1, 366 * 86_400),
     "sync_claim_idle_ms": (1, 86_400_000),
     "sync_database_timeout_ms": (1, 3_600_000),
+    "webhook_timeout_ms": (1, 600_000),
+    "webhook_backoff_ms": (1, 3_600_000),
+    "webhook_retry_for_s": (1, 30 * 86_400),
     "availability_cache_ms": (0, 86_400_000),
     "availability_page_limit": (1, 100_000),
     "backend_timeout_ms": (1, 600_000),
@@ -115,6 +119,11 @@ class Settings:
     finished_retention_s: int = _ENGINE.finished_retention_s
     # A sync worker's unacknowledged entries are taken over by another after this long.
     sync_claim_idle_ms: int = _SYNC.claim_idle_ms
+    # Webhook delivery (sync/webhooks.py): per-attempt timeout, first retry delay
+    # (doubling), and how long to retry before the endpoint is disabled.
+    webhook_timeout_ms: int = 10_000
+    webhook_backoff_ms: int = 1_000
+    webhook_retry_for_s: int = 86_400
 
     availability_cache_ms: int = 500
     availability_page_limit: int = 1000
@@ -175,6 +184,14 @@ class Settings:
             redis_timeout_s=self.backend_timeout_s,
             database_timeout_s=self.sync_database_timeout_ms / 1000,
             claim_idle_ms=self.sync_claim_idle_ms,
+            webhooks=self.webhook_settings(),
+        )
+
+    def webhook_settings(self) -> WebhookSettings:
+        return WebhookSettings(
+            timeout_s=self.webhook_timeout_ms / 1000,
+            retry_for_s=self.webhook_retry_for_s,
+            backoff_s=self.webhook_backoff_ms / 1000,
         )
 
     def check_secret(self) -> None:

@@ -11,6 +11,7 @@ import orjson
 
 from engine import Hold, SlotEvent
 
+from . import feed
 from .db import Conn, Pool
 from .records import at, upsert_holds, upsert_slots
 
@@ -89,6 +90,7 @@ async def _apply(conn: Conn, entries: list[Entry]) -> None:
             run = []
         if entry is not None:
             run.append(entry)
+    await feed.append(conn, entries)  # the feed and webhook outbox, same transaction
 
 
 async def write_batch(pool: Pool, entries: list[Entry]) -> int:

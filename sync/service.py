@@ -22,6 +22,7 @@ from .db import Pool
 from .drain import drain_partition, sync_lag_ms
 from .reconcile import check_partition
 from .restore import ensure_partitions
+from .webhooks import WebhookDispatcher, WebhookSettings
 
 __all__ = ["DRIFT_GAUGE", "EXPIRED_COUNTER", "SyncService", "read_counters"]
 
@@ -54,6 +55,7 @@ class SyncService:
         consumer: str | None = None,
         batch: int = 500,
         claim_idle_ms: int = 30_000,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self.engine = engine
         self.redis = redis
@@ -65,6 +67,7 @@ class SyncService:
         self.written_total = 0
         self.last_drift: dict[int, list[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.webhooks = WebhookDispatcher(pool, webhooks)
 
     # -- one round of each duty -------------------------------------------------
 
@@ -179,6 +182,7 @@ class SyncService:
         """Run the drain loop (and, with ``periodic``, sweep/restore/drift) as tasks."""
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._drain_forever()))
+        self._tasks.append(loop.create_task(self.webhooks.run()))  # beside, never in, the drain
         if periodic:
             self._tasks.append(loop.create_task(self._every(1.0, self.sweep)))
             self._tasks.append(loop.create_task(self._every(1.0, self.restore)))
@@ -193,3 +197,4 @@ class SyncService:
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         await cancel_and_wait(tasks)
+        await self.webhooks.close()

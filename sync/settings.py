@@ -12,6 +12,7 @@ from engine import EngineSettings
 from engine.client import RedisClient, connect_redis
 
 from .db import Pool, create_pool
+from .webhooks import WebhookSettings
 
 __all__ = ["SyncSettings"]
 
@@ -30,6 +31,7 @@ class SyncSettings:
     database_timeout_s: float = 10.0
     # A worker's unacknowledged entries are taken over by another after this long.
     claim_idle_ms: int = 30_000
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     def connect_redis(self, url: str | None = None) -> RedisClient:
         return connect_redis(

@@ -32,7 +32,9 @@ async def _startup(ctx: dict[str, Any]) -> None:
     redis = settings.connect_redis()
     pool = await settings.create_pool()
     engine = Engine(redis, settings.engine)
-    service = SyncService(engine, redis, pool, claim_idle_ms=settings.claim_idle_ms)
+    service = SyncService(
+        engine, redis, pool, claim_idle_ms=settings.claim_idle_ms, webhooks=settings.webhooks
+    )
     ctx.update(redis_client=redis, pool=pool, service=service)
     service.start(periodic=False)
     log.info("sync worker %s started", service.consumer)

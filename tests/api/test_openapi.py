@@ -17,8 +17,15 @@ _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 # Routes that answer without a bearer token (SPEC: health, metrics, the OpenAPI
 # document and its page, and logging in).
+# The dashboard page and its assets are public too: the admin signs in on the page.
 _PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/auth/login", "/login"}
-_SAMPLE_PARAMS = {"slot_id": "1", "hold_id": "no-such-hold"}
+_PUBLIC |= {"/dashboard", "/dashboard/assets/{name}"}
+_SAMPLE_PARAMS = {
+    "slot_id": "1",
+    "hold_id": "no-such-hold",
+    "webhook_id": "1",
+    "name": "dashboard.js",
+}
 
 Operation = tuple[str, str]
 

@@ -82,6 +82,10 @@ def test_wheel_ships_every_script_and_loads_them_installed(tmp_path: Path) -> No
         expected = {f"lua/{name}.lua" for name in (*OPERATIONS, "lib")}
         assert expected <= names, sorted(expected - names)
         assert {"lua/__init__.py", "engine/__init__.py", "engine/scripts.py"} <= names
+        # The dashboard's assets and every migration are package data too.
+        data = {"api/static/dashboard.js", "api/static/dashboard.css"}
+        data |= {f"migrations/{p.name}" for p in (REPO / "migrations").glob("*.sql")}
+        assert data <= names, sorted(data - names)
         shipped = {n: zf.read(n).decode() for n in expected}
     for name, text in shipped.items():
         assert text == (REPO / name).read_text(encoding="utf-8"), name

@@ -1,0 +1,211 @@
+"""The event feed: every transition of the durable record as one row of ``feed``.
+
+Written by whoever writes the audit trail, in the same transaction (today the
+drain, through ``append``); read by ``GET /events``, its SSE stream and the
+webhook outbox. A new kind of event is new rows with a new ``type``, nothing else.
+
+Commit order is id order: ids are drawn under a transaction-level advisory lock
+that is held until commit, so no transaction can commit an id below one that is
+already visible. A cursor (the last id seen) therefore never skips an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from . import outbox
+
+if TYPE_CHECKING:  # events.py calls append(): no import cycle at run time
+    from .events import Entry
+
+__all__ = ["EVENT_TYPES", "FeedEvent", "append", "latest_id", "read"]
+
+# Every type the feed can carry (`<thing>.<what happened>`); filters are checked
+# against it. hold.extended, group.* and waitlist.* arrive with their features.
+EVENT_TYPES = (
+    "hold.held",
+    "hold.confirmed",
+    "hold.cancelled",
+    "hold.expired",
+    "slot.created",
+    "slot.updated",
+)
+
+# Any constant works; every writer of the feed takes the same one.
+_FEED_LOCK = 0x5F_EE_D0_01
+NOTIFY_CHANNEL = "slotkeeper_feed"
+
+_HOLD_TIMES = {"c": "created_at", "e": "expires_at", "cf": "confirmed_at"}
+_HOLD_TIMES |= {"ca": "cancelled_at", "xa": "expired_at"}
+_OCCURRED = {"held": "c", "confirmed": "cf", "cancelled": "ca", "expired": "xa"}
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    feed_id: int
+    type: str
+    slot_id: int | None
+    occurred_at: datetime
+    data: dict[str, Any]
+
+    def body(self) -> dict[str, Any]:
+        """The public shape (feed, stream and webhook payloads alike)."""
+        return {
+            "id": str(self.feed_id),
+            "type": self.type,
+            "timestamp": _iso(self.occurred_at),
+            "slot_id": self.slot_id,
+            "data": self.data,
+        }
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _at(ms: Any) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+def _hold_row(entry: Entry) -> tuple[str, int, datetime, dict[str, Any]]:
+    d = orjson.loads(entry.payload)
+    status = d["st"]
+    data: dict[str, Any] = {
+        "hold_id": d["i"],
+        "slot_id": int(d["s"]),
+        "user_id": int(d["u"]),
+        "quantity": int(d["q"]),
+        "status": status,
+        "version": int(d["v"]),
+    }
+    for short, name in _HOLD_TIMES.items():
+        if d.get(short) is not None:
+            data[name] = _iso(_at(d[short]))
+    return f"hold.{status}", int(d["s"]), _at(d[_OCCURRED[status]]), data
+
+
+def _slot_row(entry: Entry, created: bool) -> tuple[str, int, datetime, dict[str, Any]]:
+    d = orjson.loads(entry.payload)
+    attrs = orjson.loads(d["meta"]) if d.get("meta") else {}
+    data = {
+        "slot_id": int(d["id"]),
+        "capacity": int(d["cap"]),
+        "remaining": int(d["rem"]),
+        "held": int(d["held"]),
+        "confirmed": int(d["conf"]),
+        "state": d["state"],
+        **{k: attrs[k] for k in ("label", "starts_at", "ends_at") if attrs.get(k) is not None},
+    }
+    return ("slot.created" if created else "slot.updated"), int(d["id"]), _at(d["t"]), data
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def _first_slot_entries(conn: Any, entries: Sequence[Entry]) -> set[tuple[str, str]]:
+    """The (stream, entry) that first recorded each slot: its event is slot.created.
+
+    A slot lives in one partition, so its entries are ordered by their stream ids
+    (even when a claimed batch is written after a later one).
+    """
+    slot_ids = {int(orjson.loads(e.payload)["id"]) for e in entries if e.kind == "s"}
+    if not slot_ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT slot_id, stream, entry_id FROM slot_events WHERE slot_id = ANY($1::bigint[])",
+        list(slot_ids),
+    )
+    first: dict[int, tuple[str, str]] = {}
+    for r in rows:
+        known = first.get(r["slot_id"])
+        if known is None or _entry_order(r["entry_id"]) < _entry_order(known[1]):
+            first[r["slot_id"]] = (r["stream"], r["entry_id"])
+    return set(first.values())
+
+
+_INSERT = """
+INSERT INTO feed (feed_id, type, slot_id, occurred_at, data, source, source_id)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::json[],
+                     $6::text[], $7::text[])
+ON CONFLICT (source, source_id) DO NOTHING
+RETURNING feed_id
+"""
+
+
+async def append(conn: Any, entries: Sequence[Entry]) -> None:
+    """Feed rows (and their webhook outbox rows) for audit entries just written in
+    ``conn``'s transaction. Entries already in the feed are skipped."""
+    if not entries:
+        return
+    entries = [e for e in entries if e.kind in ("h", "s")]
+    if not entries:
+        return
+    created = await _first_slot_entries(conn, entries)
+    rows = [
+        _hold_row(e) if e.kind == "h" else _slot_row(e, (e.stream, e.entry_id) in created)
+        for e in entries
+    ]
+    # Held until commit: ids drawn after it are above every id already committed.
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _FEED_LOCK)
+    ids = await conn.fetchval(
+        "SELECT array_agg(nextval('feed_ids')) FROM generate_series(1, $1)", len(rows)
+    )
+    ids = sorted(ids)
+    inserted = await conn.fetch(
+        _INSERT,
+        ids,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [orjson.dumps(r[3]).decode() for r in rows],
+        [e.stream for e in entries],
+        [e.entry_id for e in entries],
+    )
+    if inserted:
+        await outbox.enqueue(conn, [r["feed_id"] for r in inserted])
+        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+def _event(row: Any) -> FeedEvent:
+    data = row["data"]
+    return FeedEvent(
+        feed_id=int(row["feed_id"]),
+        type=row["type"],
+        slot_id=row["slot_id"],
+        occurred_at=row["occurred_at"],
+        data=orjson.loads(data) if isinstance(data, str | bytes) else data,
+    )
+
+
+async def read(
+    pool: Any,
+    *,
+    after: int = 0,
+    limit: int = 100,
+    slot_id: int | None = None,
+    types: Sequence[str] = (),
+) -> list[FeedEvent]:
+    """Events after the cursor ``after``, oldest first, at most ``limit``."""
+    rows = await pool.fetch(
+        "SELECT feed_id, type, slot_id, occurred_at, data FROM feed"
+        " WHERE feed_id > $1 AND ($2::bigint IS NULL OR slot_id = $2)"
+        " AND (cardinality($3::text[]) = 0 OR type = ANY($3::text[]))"
+        " ORDER BY feed_id LIMIT $4",
+        after,
+        slot_id,
+        list(types),
+        limit,
+    )
+    return [_event(r) for r in rows]
+
+
+async def latest_id(pool: Any) -> int:
+    """The newest event's id (0 when the feed is empty): where a live reader starts."""
+    return int(await pool.fetchval("SELECT coalesce(max(feed_id), 0) FROM feed"))
