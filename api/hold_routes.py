@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from starlette.routing import Route
 
 import engine
 from engine import Hold
+from sync.durable import ConfirmRefused, DurableUnavailable, write_through
 from sync.records import HOLD_COLUMNS, hold_from_row, ms
 
 from .context import AppContext
@@ -150,14 +152,43 @@ async def list_holds(request: Request) -> Response:
 
 
 async def _change_hold(request: Request, command: str) -> Response:
-    """Confirm or cancel the caller's hold; the availability copy goes stale if it did."""
+    """Confirm or cancel the caller's hold; the availability copy goes stale if it did.
+
+    A confirm, and the cancel of a confirmed hold, answers only once PostgreSQL
+    has it (sync/durable.py); a retry completes one whose write-through failed.
+    """
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
     change = ctx.engine.confirm if command == "confirm" else ctx.engine.cancel
     outcome = await change(request.path_params["hold_id"], str(principal.user_id))
     if outcome.changed:
         ctx.cache.invalidate()
+    if command == "confirm" or outcome.hold.confirmed_at_ms is not None:
+        await _make_durable(ctx, outcome)
     return json_response(hold_body(outcome.hold))
+
+
+async def _make_durable(ctx: AppContext, outcome: engine.Outcome) -> None:
+    try:
+        await write_through(ctx.engine, ctx.redis, ctx.pool, outcome)
+    except DurableUnavailable:
+        raise Problem(
+            "backend-unavailable",
+            "the database is unavailable; the change is kept, retry to complete it",
+            headers={"Retry-After": "1"},
+        ) from None
+    except ConfirmRefused as exc:
+        # PostgreSQL arbitrates: Redis is put right (the hold is released) and
+        # the durable record learns it now if it can, else from the worker.
+        cancelled = await ctx.engine.cancel(exc.hold_id, None)
+        ctx.cache.invalidate()
+        with contextlib.suppress(ConfirmRefused, DurableUnavailable):
+            await write_through(ctx.engine, ctx.redis, ctx.pool, cancelled)
+        raise Problem(
+            "capacity-exhausted",
+            f"slot {exc.slot_id} is fully confirmed; the hold was released",
+            remaining=0,
+        ) from None
 
 
 async def confirm_hold(request: Request) -> Response:

@@ -67,18 +67,32 @@ local function load_hold(hold_id)
     return hold
 end
 
+-- The partition's event sequence: one more per event, kept in the slots hash
+-- (field 'seq', which is no slot's: slot fields are '<slot>:<name>'). PostgreSQL
+-- keeps the highest it applied; a partition found behind has gone back in time
+-- (sync/sequence.py). load_partition sets it when it builds the partition.
+local function next_sequence()
+    return redis.call('HINCRBY', KEYS[K_SLOTS], 'seq', 1)
+end
+
+-- The stream entry id of the last event save_hold appended (confirm and cancel
+-- return it, so the API can write the event through to PostgreSQL).
+local last_entry_id = ''
+
 -- Store the hold (without its id, which is the field) and append its event.
 -- ``key`` is the idempotency key, given on the event that creates the hold.
--- Returns the event's JSON, which is also the reply.
+-- Events carry n, the partition's sequence. Returns the event's JSON, which is
+-- also the reply.
 local function save_hold(hold, key)
     local id, slot = hold.i, hold.s
     hold.i, hold.s = nil, nil
     redis.call('HSET', KEYS[K_HOLDS], id, cjson.encode(hold))
     hold.i, hold.s = id, slot
     hold.k = key
+    hold.n = next_sequence()
     local event = cjson.encode(hold)
-    hold.k = nil
-    redis.call('XADD', KEYS[K_EVENTS], '*', 'h', event)
+    hold.k, hold.n = nil, nil
+    last_entry_id = redis.call('XADD', KEYS[K_EVENTS], '*', 'h', event)
     return event
 end
 

@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from engine import Engine
+from engine.sequence import fail_closed
 
 from .events import Entry, write_batch
 
@@ -98,7 +99,10 @@ async def drain_partition(
     if not raw:
         return stats
     entries = _entries(stream, raw)
-    stats.rejected = await write_batch(pool, entries)
+    rewound: set[str] = set()
+    stats.rejected = await write_batch(pool, entries, rewound=rewound)
+    if rewound:  # Redis went back in time: stop selling until rebuilt
+        await fail_closed(redis, engine.keys, partition)
     stats.written = len(entries) - stats.rejected
     await redis.xack(stream, GROUP, *[entry_id for entry_id, _ in raw])
     await _trim(redis, stream)

@@ -11,8 +11,9 @@ import asyncpg
 import orjson
 
 from .records import unknown_key
+from .sequence import note_sequences, sequence_marks
 
-__all__ = ["Entry", "write_batch"]
+__all__ = ["Entry", "apply_entries", "upsert_hold", "write_batch"]
 
 log = logging.getLogger("slotkeeper.sync")
 
@@ -141,12 +142,33 @@ async def _apply(conn: Any, entries: list[Entry]) -> None:
             run.append(entry)
 
 
-async def write_batch(pool: Any, entries: list[Entry]) -> int:
+async def apply_entries(conn: Any, entries: list[Entry]) -> None:
+    """Apply entries in the caller's transaction (the confirm's write-through)."""
+    await _apply(conn, entries)
+
+
+async def upsert_hold(conn: Any, payload: bytes) -> None:
+    """Upsert one hold from its JSON (an event or the stored form with i and s),
+    version-guarded like the drain, without an audit row (no entry id at hand)."""
+    hold, _ = _hold_rows(Entry("", "", "h", payload))
+    await conn.execute(_UPSERT_HOLD, *hold)
+
+
+async def _note_sequences(conn: Any, entries: list[Entry], rewound: set[str] | None) -> None:
+    """Record each stream's highest event sequence (sync/sequence.py)."""
+    for stream in dict.fromkeys(e.stream for e in entries):
+        marks = sequence_marks((e.entry_id, e.payload) for e in entries if e.stream == stream)
+        if await note_sequences(conn, stream, marks) and rewound is not None:
+            rewound.add(stream)
+
+
+async def write_batch(pool: Any, entries: list[Entry], *, rewound: set[str] | None = None) -> int:
     """Write entries in one transaction; returns how many were rejected.
 
     If the batch breaks a constraint, each entry is retried in its own
     savepoint and the ones that still fail are parked in sync_rejects, so one
-    bad event cannot stall its stream.
+    bad event cannot stall its stream. Streams whose events prove Redis went
+    back in time are added to ``rewound``.
     """
     if not entries:
         return 0
@@ -154,6 +176,7 @@ async def write_batch(pool: Any, entries: list[Entry]) -> int:
         try:
             async with conn.transaction():
                 await _apply(conn, entries)
+                await _note_sequences(conn, entries, rewound)
             return 0
         except (
             asyncpg.IntegrityConstraintViolationError,
@@ -185,4 +208,5 @@ async def write_batch(pool: Any, entries: list[Entry]) -> int:
                         entry.payload.decode(errors="replace"),
                         f"{type(exc).__name__}: {exc}"[:1000],
                     )
+            await _note_sequences(conn, entries, rewound)
         return rejected

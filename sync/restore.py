@@ -11,6 +11,7 @@ from engine import Engine, Hold, Slot
 
 from .drain import drain_stream
 from .records import HOLD_COLUMNS, hold_from_row, unknown_key
+from .sequence import recorded_sequence
 
 __all__ = ["ensure_partitions", "restore_partition", "snapshot"]
 
@@ -64,8 +65,9 @@ async def restore_partition(engine: Engine, redis: Any, pool: Any, partition: in
     await engine.reset_partition(partition)
     await drain_stream(engine, redis, pool, partition)
     slots, holds = await snapshot(pool, settings.partitions, partition, settings.idempotency_ttl_s)
+    sequence = await recorded_sequence(pool, engine.keys.events(partition))
     epoch = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
-    await engine.load_partition(partition, slots, holds, epoch=epoch)
+    await engine.load_partition(partition, slots, holds, epoch=epoch, sequence=sequence)
     return len(holds)
 
 

@@ -20,6 +20,7 @@ from engine import Engine, EngineError, StateUnavailable
 from .drain import drain_partition, sync_lag_ms
 from .reconcile import check_partition
 from .restore import ensure_partitions
+from .sequence import fail_rewound_partitions
 
 __all__ = ["DRIFT_GAUGE", "EXPIRED_COUNTER", "SyncService"]
 
@@ -109,6 +110,8 @@ class SyncService:
         def done(partition: int, holds: int) -> None:
             log.warning("rebuilt partition %s from postgres (%s holds)", partition, holds)
 
+        # A partition that went back in time is failed closed first, then rebuilt.
+        await fail_rewound_partitions(self.engine, self.redis, self.pool)
         return await ensure_partitions(self.engine, self.redis, self.pool, on_restored=done)
 
     async def check_drift(self) -> dict[int, list[str]]:
