@@ -49,13 +49,14 @@ class TokenService:
         redis: Any,
         key_prefix: str,
         mirror_revocations: bool = True,
+        revocation_pool: Any = None,
     ) -> None:
         self._secret = secret
         self._algorithms = [algorithm]
         self._algorithm = algorithm
         self.ttl_s = ttl_s
         self.refresh_window_s = refresh_window_s
-        self.denylist = Denylist(redis, key_prefix, mirror=mirror_revocations)
+        self.denylist = Denylist(redis, key_prefix, mirror=mirror_revocations, pool=revocation_pool)
         # token -> its verified claims: a client sends the same token for an hour,
         # so the signature and JSON work is done once per token, not per request.
         self._verified: dict[str, Principal] = {}

@@ -1,11 +1,15 @@
-"""Revoked token ids: Redis is the truth, every process keeps a mirror.
+"""Revoked token ids: PostgreSQL records them, Redis and every process mirror them.
 
-Checking Redis on every request would cost a round trip per request. Instead a
-revocation is written to Redis (SET NX with a TTL, so a token is revoked once)
-and published; every process subscribes, loads the whole list when it
-(re)connects, and answers ``is_revoked`` from memory. Until a process has
-synchronised (Redis down at start, a cluster without pub/sub) it asks Redis
-each time, so correctness never depends on the mirror.
+Checking a store on every request would cost a round trip per request. Instead a
+revocation is recorded in PostgreSQL (table revoked_tokens; a token is revoked
+once: the first insert wins), then written to Redis (SET with a TTL) and
+published; every process subscribes, loads the whole list (PostgreSQL's and
+Redis's) when it (re)connects, and answers ``is_revoked`` from memory. Until a
+process has synchronised (Redis down at start, a cluster without pub/sub) it
+asks Redis, then PostgreSQL, each time, so correctness never depends on the
+mirror, and Redis losing its data never makes a revoked token work again.
+
+Without a pool (tests of the mirror alone) Redis is the record (SET NX).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import time
 from typing import Any
 
+from .revoked_tokens import is_recorded, record_revocation, recorded_revocations
 from .tasks import cancel_and_wait
 
 __all__ = ["Denylist"]
@@ -26,8 +31,9 @@ _POLL_S = 0.5
 
 
 class Denylist:
-    def __init__(self, redis: Any, prefix: str, *, mirror: bool = True) -> None:
+    def __init__(self, redis: Any, prefix: str, *, mirror: bool = True, pool: Any = None) -> None:
         self._redis = redis
+        self._pool = pool
         self._key_prefix = f"{prefix}auth:revoked:"
         self._channel = f"{prefix}auth:revocations"
         self._local: dict[str, float] = {}  # jti -> wall-clock expiry
@@ -37,7 +43,12 @@ class Denylist:
 
     async def revoke(self, jti: str, ttl_s: int) -> bool:
         """Deny ``jti`` for ``ttl_s``; False if it already was (revoke happens once)."""
-        first = await self._redis.set(self._key_prefix + jti, "1", nx=True, ex=ttl_s)
+        if self._pool is None:
+            first = await self._redis.set(self._key_prefix + jti, "1", nx=True, ex=ttl_s)
+        else:
+            first = await record_revocation(self._pool, jti, ttl_s)
+            if first:
+                await self._redis.set(self._key_prefix + jti, "1", ex=ttl_s)
         if first:
             self._local[jti] = time.time() + ttl_s
             with contextlib.suppress(Exception):  # others catch up on their next sync
@@ -46,7 +57,9 @@ class Denylist:
 
     async def is_revoked(self, jti: str) -> bool:
         if not self.synced:
-            return bool(await self._redis.exists(self._key_prefix + jti))
+            if await self._redis.exists(self._key_prefix + jti):
+                return True
+            return self._pool is not None and await is_recorded(self._pool, jti)
         expiry = self._local.get(jti)
         if expiry is None:
             return False
@@ -106,4 +119,20 @@ class Denylist:
                 name = key.decode() if isinstance(key, bytes) else key
                 if ttl_ms and ttl_ms > 0:
                     local[name.removeprefix(self._key_prefix)] = now + ttl_ms / 1000
+        if self._pool is not None:
+            recorded = await recorded_revocations(self._pool)
+            missing = {jti: at for jti, at in recorded.items() if jti not in local}
+            await self._restore_mirror(missing, now)
+            local.update(recorded)
         self._local = {**local, **self._local}
+
+    async def _restore_mirror(self, missing: dict[str, float], now: float) -> None:
+        """Put back into Redis what it lost (a flush, a failover), for the
+        processes that ask it."""
+        if not missing:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for jti, expires_at in missing.items():
+                pipe.set(self._key_prefix + jti, "1", ex=max(1, int(expires_at - now)))
+            await pipe.execute()
+        log.warning("revocation mirror: %s revoked tokens put back into Redis", len(missing))
