@@ -44,7 +44,7 @@ async def test_revoked_token_survives_flushall(
     # The later process put the revocation back into Redis for whoever asks it.
     token = old["Authorization"].removeprefix("Bearer ")
     jti = jwt.decode(token, h.settings.jwt_secret, algorithms=["HS256"])["jti"]
-    assert await h.ctx.redis.exists(f"{h.settings.key_prefix}auth:revoked:{jti}")
+    assert await h.ctx.redis.exists(f"{later.settings.key_prefix}auth:revoked:{jti}")
     # One that never synchronised asks Redis, then PostgreSQL: Redis lost it again.
     await h.ctx.redis.flushall()
     unsynced = Denylist(h.ctx.redis, h.settings.key_prefix, mirror=False, pool=h.ctx.pool)
