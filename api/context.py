@@ -16,6 +16,7 @@ from .availability import AvailabilityCache
 from .db import create_pool
 from .metrics import Metrics
 from .ratelimit import FixedWindow
+from .sentinel import connect_sentinel
 from .settings import Settings
 
 __all__ = ["AppContext", "connect_redis"]
@@ -28,6 +29,8 @@ def connect_redis(url: str, settings: Settings) -> Any:
     redis-py's cluster client has no blocking pool and fails when a node's pool is
     full, so there the pool is made generous instead."""
     timeout = settings.backend_timeout_s
+    if settings.redis_sentinels and url == settings.redis_url:
+        return connect_sentinel(url, settings)
     if settings.redis_cluster:
         return RedisCluster.from_url(
             url,

@@ -26,6 +26,14 @@ class Settings:
     redis_url: str = ""
     redis_read_url: str = ""
     redis_cluster: bool = False
+    # Redis Sentinel: "host:port,host:port"; the primary of the master named below
+    # is asked of them (and again after a failover). api/sentinel.py.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "mymaster"
+    # Holds, confirms and cancels answer only once WAIT saw this many replicas
+    # have the write (0: do not wait), within this timeout (else 503).
+    redis_min_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     database_url: str = ""
     data_dir: Path = Path(".slotkeeper")
     host: str = "127.0.0.1"
@@ -85,6 +93,8 @@ class Settings:
             max_quantity=self.max_quantity,
             max_held_per_user_slot=self.max_held_per_user_slot,
             finished_retention_s=self.finished_retention_s,
+            min_replicas=self.redis_min_replicas,
+            wait_timeout_ms=self.redis_wait_timeout_ms,
         )
 
     def check_secret(self) -> None:

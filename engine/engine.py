@@ -15,6 +15,7 @@ from . import errors
 from .coalesce import Coalescer
 from .keys import MAX_SLOT_ID, KeySchema, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
+from .replicated import run_replicated
 from .replies import (
     SLOT_FIELDS,
     redis_errors,
@@ -220,6 +221,8 @@ class Engine:
         return int(reply[1]), bool(int(reply[2]))
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        if self.settings.min_replicas:  # not coalesced: WAIT must follow on the same connection
+            return await run_replicated(self._redis, script, keys, args, self.settings)
         if self._coalescer is not None:
             return await self._coalescer.call(script, keys, args)
         return await script(keys=keys, args=args, client=self._redis)

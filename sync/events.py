@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from .audit import park_conflicts
 from .records import unknown_key
 from .sequence import note_sequences, sequence_marks
 
@@ -89,16 +90,25 @@ def _slot_rows(entry: Entry) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
 
 
 # An older version never overwrites a newer one: events of one hold may arrive
-# out of order across batches claimed by different workers.
-_UPSERT_HOLD = """
+# out of order across batches claimed by different workers. The one exception is
+# the idempotency key, which only the creating event carries: a row first written
+# from a later event (a confirm written through by the API before the drain saw
+# the hold made) has a stand-in key, replaced when the creating event arrives.
+_NEWER = "holds.version < excluded.version"
+_UPSERT_HOLD = f"""
 INSERT INTO holds (hold_id, slot_id, user_id, quantity, status, idempotency_key, created_at,
                    expires_at, confirmed_at, cancelled_at, expired_at, version)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (hold_id) DO UPDATE SET
-    status = excluded.status, confirmed_at = excluded.confirmed_at,
-    cancelled_at = excluded.cancelled_at, expired_at = excluded.expired_at,
-    version = excluded.version
-WHERE holds.version < excluded.version
+    status = CASE WHEN {_NEWER} THEN excluded.status ELSE holds.status END,
+    confirmed_at = CASE WHEN {_NEWER} THEN excluded.confirmed_at ELSE holds.confirmed_at END,
+    cancelled_at = CASE WHEN {_NEWER} THEN excluded.cancelled_at ELSE holds.cancelled_at END,
+    expired_at = CASE WHEN {_NEWER} THEN excluded.expired_at ELSE holds.expired_at END,
+    version = GREATEST(holds.version, excluded.version),
+    idempotency_key = CASE WHEN holds.idempotency_key = 'unknown:' || holds.hold_id
+        THEN excluded.idempotency_key ELSE holds.idempotency_key END
+WHERE {_NEWER} OR (holds.idempotency_key = 'unknown:' || holds.hold_id
+    AND excluded.idempotency_key <> holds.idempotency_key)
 """
 _INSERT_HOLD_EVENT = """
 INSERT INTO hold_events (stream, entry_id, hold_id, slot_id, user_id, quantity, status,
@@ -131,6 +141,7 @@ async def _apply(conn: Any, entries: list[Entry]) -> None:
         if run and (entry is None or entry.kind != run[0].kind):
             if run[0].kind == "h":
                 rows = [_hold_rows(e) for e in run]
+                await park_conflicts(conn, [r[1] for r in rows], [e.payload for e in run])
                 await conn.executemany(_UPSERT_HOLD, [r[0] for r in rows])
                 await conn.executemany(_INSERT_HOLD_EVENT, [r[1] for r in rows])
             else:

@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 from arq import cron
-from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from api.context import connect_redis
 from api.db import create_pool
+from api.sentinel import arq_redis_settings
 from api.settings import Settings
 from engine import Engine
 
@@ -83,7 +83,7 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
             ),
             cron(check_drift, name=f"{prefix}drift", second={0, 30}),
         ],
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_settings=arq_redis_settings(settings),
         queue_name=f"{settings.key_prefix}arq:queue",
         on_startup=_startup,
         on_shutdown=_shutdown,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,7 +13,14 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Ledger", "check_ledger", "run_clients"]
+from sync.drain import drain_all
+
+from ..api.conftest import Harness
+
+__all__ = ["HOLD_TTL_S", "Ledger", "check_ledger", "run_clients", "settle_and_check", "wait_for"]
+
+# Drills run with short holds, so everything left held has expired when they check.
+HOLD_TTL_S = 2
 
 
 @dataclass
@@ -120,3 +128,35 @@ async def check_ledger(client: httpx.AsyncClient, pool: Any, ledger: Ledger) -> 
     ):
         if row["booked"] + row["held"] > row["capacity"] or row["booked"] != row["confirmed"]:
             ledger.oversold.append(str(dict(row)))
+
+
+async def wait_for(condition: Any, timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def settle_and_check(h: Harness, ledger: Ledger, name: str) -> None:
+    """Load stopped: the service is whole again by itself, every held hold has
+    expired, PostgreSQL caught up; then the ledger."""
+    engine, redis, pool = h.ctx.engine, h.ctx.redis, h.ctx.pool
+
+    async def whole() -> bool:
+        return await engine.unavailable_partitions() == []
+
+    await wait_for(whole, 10, "every partition to be rebuilt")
+
+    async def settled() -> bool:
+        await drain_all(engine, redis, pool)
+        held = await pool.fetchval("SELECT count(*) FROM holds WHERE status = 'held'")
+        return held == 0 and await engine.unavailable_partitions() == []
+
+    await wait_for(settled, HOLD_TTL_S + 10, "held holds to expire and reach PostgreSQL")
+    await check_ledger(h.client, pool, ledger)
+    print(ledger.line(name))
+    assert ledger.lost == [], ledger.lost[:5]
+    assert ledger.oversold == [], ledger.oversold[:5]
+    assert len(ledger.confirmed) > 50 and ledger.holds > 100, ledger.line(name)

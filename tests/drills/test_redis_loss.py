@@ -16,16 +16,13 @@ from typing import Any
 
 import pytest
 
-from sync.drain import drain_all
-
 from ..api.conftest import Harness
 from .conftest import DrillFactory, RedisFactory
-from .load import Ledger, check_ledger, run_clients
+from .load import HOLD_TTL_S, Ledger, run_clients, settle_and_check, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
 SLOTS = {n: 8 for n in range(1, 21)}  # 20 slots over the four partitions, sold out often
-HOLD_TTL_S = 2
 
 
 async def _setup(h: Harness) -> tuple[list[int], list[dict[str, Any]]]:
@@ -36,38 +33,6 @@ async def _setup(h: Harness) -> tuple[list[int], list[dict[str, Any]]]:
         )
         assert r.status_code == 201, r.text
     return list(SLOTS), [await h.user() for _ in range(4)]
-
-
-async def _wait_for(condition: Any, timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while not await condition():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
-
-
-async def _settle_and_check(h: Harness, ledger: Ledger, name: str) -> None:
-    """Load stopped: the service is whole again by itself, every held hold has
-    expired, PostgreSQL caught up; then the ledger."""
-    engine, redis, pool = h.ctx.engine, h.ctx.redis, h.ctx.pool
-
-    async def whole() -> bool:
-        return await engine.unavailable_partitions() == []
-
-    await _wait_for(whole, 10, "every partition to be rebuilt")
-
-    async def settled() -> bool:
-        await drain_all(engine, redis, pool)
-        held = await pool.fetchval("SELECT count(*) FROM holds WHERE status = 'held'")
-        return held == 0 and await engine.unavailable_partitions() == []
-
-    await _wait_for(settled, HOLD_TTL_S + 10, "held holds to expire and reach PostgreSQL")
-    await check_ledger(h.client, pool, ledger)
-    print(ledger.line(name))
-    assert ledger.lost == [], ledger.lost[:5]
-    assert ledger.oversold == [], ledger.oversold[:5]
-    assert len(ledger.confirmed) > 50 and ledger.holds > 100, ledger.line(name)
 
 
 async def test_flushall_under_load_loses_no_confirmation(
@@ -87,7 +52,7 @@ async def test_flushall_under_load_loses_no_confirmation(
         stop.set()
         await asyncio.gather(*clients)
     assert before > 10 and len(ledger.confirmed) > before  # confirms on both sides of it
-    await _settle_and_check(h, ledger, "flushall")
+    await settle_and_check(h, ledger, "flushall")
 
 
 async def test_partition_gone_back_in_time_is_rebuilt_and_loses_no_confirmation(
@@ -117,11 +82,11 @@ async def test_partition_gone_back_in_time_is_rebuilt_and_loses_no_confirmation(
         async def failed_closed() -> bool:
             return partition in await engine.unavailable_partitions()
 
-        caught_s = await _wait_for(failed_closed, 5, "the rewound partition to fail closed")
+        caught_s = await wait_for(failed_closed, 5, "the rewound partition to fail closed")
         await asyncio.sleep(2.0)
     finally:
         stop.set()
         await asyncio.gather(*clients)
     print(f"[rewind] failed closed {caught_s:.2f} s after the write-back")
     assert time.monotonic() - rewound_at > caught_s
-    await _settle_and_check(h, ledger, "rewind")
+    await settle_and_check(h, ledger, "rewind")

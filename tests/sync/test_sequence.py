@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from engine import Engine, StateUnavailable
 from sync.drain import drain_all
+from sync.events import Entry, write_batch
 from sync.restore import ensure_partitions
 from sync.sequence import fail_rewound_partitions, recorded_sequence
 
@@ -96,3 +99,31 @@ async def test_drain_catches_a_rewind_that_already_sold_past_the_old_sequence(
     assert (await engine.get_hold(lost.hold_id)).status == "confirmed"
     slot = await engine.slot(SLOT)
     assert (slot.held, slot.confirmed) == (5, 1)
+
+
+async def test_same_hold_version_with_other_content_is_parked_not_dropped(
+    make_env: SyncEnvFactory,
+) -> None:
+    """After a rewind Redis may say 'v2 expired' of a hold PostgreSQL has as 'v2
+    confirmed': the event is parked in sync_rejects, the booking stays."""
+    env = await make_env()
+    engine, redis, pool = env.engine, env.redis, env.pool
+    (user,) = await make_users(pool, 1)
+    await make_slots(engine, pool, [SLOT], capacity=10)
+    hold = (await engine.hold(SLOT, user, "a")).hold
+    confirmed = (await engine.confirm(hold.hold_id, user)).hold
+    await drain_all(engine, redis, pool)
+    stream = engine.keys.events(engine.keys.partition_of(SLOT))
+    other = {**confirmed.to_stored(), "st": "expired", "xa": confirmed.expires_at_ms, "n": 99}
+    del other["cf"]
+    copy = Entry(stream, "9999999999999-0", "h", orjson.dumps(confirmed.to_stored()))
+    conflict = Entry(stream, "9999999999999-1", "h", orjson.dumps(other))
+    assert await write_batch(pool, [copy, conflict]) == 0
+
+    row = await pool.fetchrow("SELECT status, version FROM holds WHERE hold_id = $1", hold.hold_id)
+    assert (row["status"], row["version"]) == ("confirmed", 2)
+    # The copy (same hold, version and content under another entry id) is skipped.
+    parked = await pool.fetch("SELECT entry_id, error FROM sync_rejects")
+    assert [r["entry_id"] for r in parked] == ["9999999999999-1"]
+    assert "audit conflict" in parked[0]["error"]
+    assert "v2 expired" in parked[0]["error"] and "v2 confirmed" in parked[0]["error"]
