@@ -36,17 +36,42 @@ async def park_conflicts(conn: Any, events: list[tuple[Any, ...]], payloads: lis
     returns how many. ``events`` are hold_events rows about to be inserted."""
     if not events:
         return 0
-    rows = await conn.fetch(
-        "SELECT stream, entry_id, hold_id, quantity, status, version FROM hold_events"
-        " WHERE (hold_id, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))"
-        " OR (stream, entry_id) IN (SELECT * FROM unnest($3::text[], $4::text[]))",
+    if len(events) == 1:  # a confirm's write-through: two index lookups
+        (event,) = events
+        rows = await conn.fetch(
+            "SELECT stream, entry_id, hold_id, quantity, status, version FROM hold_events"
+            " WHERE (hold_id = $1 AND version = $2) OR (stream = $3 AND entry_id = $4)",
+            event[_HOLD],
+            event[_VERSION],
+            event[_STREAM],
+            event[_ENTRY],
+        )
+    else:
+        rows = await _lookup(conn, events)
+    if not rows:
+        return 0
+    return await _park(conn, rows, events, payloads)
+
+
+async def _lookup(conn: Any, events: list[tuple[Any, ...]]) -> list[Any]:
+    # Joined on the two unique constraints' indexes, not one OR over the table.
+    return await conn.fetch(
+        "SELECT e.stream, e.entry_id, e.hold_id, e.quantity, e.status, e.version"
+        " FROM unnest($1::text[], $2::int[]) AS k (hold_id, version)"
+        " JOIN hold_events e ON e.hold_id = k.hold_id AND e.version = k.version"
+        " UNION SELECT e.stream, e.entry_id, e.hold_id, e.quantity, e.status, e.version"
+        " FROM unnest($3::text[], $4::text[]) AS k (stream, entry_id)"
+        " JOIN hold_events e ON e.stream = k.stream AND e.entry_id = k.entry_id",
         [e[_HOLD] for e in events],
         [e[_VERSION] for e in events],
         [e[_STREAM] for e in events],
         [e[_ENTRY] for e in events],
     )
-    if not rows:
-        return 0
+
+
+async def _park(
+    conn: Any, rows: list[Any], events: list[tuple[Any, ...]], payloads: list[bytes]
+) -> int:
     by_version = {(r["hold_id"], r["version"]): r for r in rows}
     by_entry = {(r["stream"], r["entry_id"]): r for r in rows}
     parked = 0

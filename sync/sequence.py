@@ -57,26 +57,26 @@ async def note_sequences(conn: Any, stream: str, marks: list[Mark]) -> bool:
     transaction); True when ``marks`` prove the partition went back in time."""
     if not marks:
         return False
-    row = await conn.fetchrow(
-        "SELECT seq, entry_ms, entry_no FROM partition_sequences WHERE stream = $1 FOR UPDATE",
-        stream,
-    )
-    rewound = False
-    if row is not None:
-        recorded = (row["entry_ms"], row["entry_no"])
-        rewound = any(_entry_key(e) > recorded and seq <= row["seq"] for seq, e in marks)
     seq, entry_id = max(marks, key=lambda m: (m[0], _entry_key(m[1])))
     ms, no = _entry_key(entry_id)
-    await conn.execute(
-        "INSERT INTO partition_sequences AS p (stream, seq, entry_ms, entry_no)"
+    # One round trip: the row as it was (locked until commit), and the upsert.
+    row = await conn.fetchrow(
+        "WITH was AS (SELECT seq, entry_ms, entry_no FROM partition_sequences"
+        " WHERE stream = $1 FOR UPDATE),"
+        " up AS (INSERT INTO partition_sequences AS p (stream, seq, entry_ms, entry_no)"
         " VALUES ($1, $2, $3, $4) ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq,"
         " entry_ms = excluded.entry_ms, entry_no = excluded.entry_no, updated_at = now()"
-        " WHERE p.seq < excluded.seq",
+        " WHERE p.seq < excluded.seq)"
+        " SELECT seq, entry_ms, entry_no FROM was",
         stream,
         seq,
         ms,
         no,
     )
+    rewound = False
+    if row is not None:
+        recorded = (row["entry_ms"], row["entry_no"])
+        rewound = any(_entry_key(e) > recorded and s <= row["seq"] for s, e in marks)
     if rewound:
         log.error("events of %s went back in time: sequence reused after %s", stream, row)
     return rewound
