@@ -55,7 +55,7 @@ async def park_conflicts(conn: Any, events: list[tuple[Any, ...]], payloads: lis
 
 async def _lookup(conn: Any, events: list[tuple[Any, ...]]) -> list[Any]:
     # Joined on the two unique constraints' indexes, not one OR over the table.
-    return await conn.fetch(
+    rows: list[Any] = await conn.fetch(
         "SELECT e.stream, e.entry_id, e.hold_id, e.quantity, e.status, e.version"
         " FROM unnest($1::text[], $2::int[]) AS k (hold_id, version)"
         " JOIN hold_events e ON e.hold_id = k.hold_id AND e.version = k.version"
@@ -67,6 +67,7 @@ async def _lookup(conn: Any, events: list[tuple[Any, ...]]) -> list[Any]:
         [e[_STREAM] for e in events],
         [e[_ENTRY] for e in events],
     )
+    return rows
 
 
 async def _park(
