@@ -153,6 +153,10 @@ def main() -> None:
             finally:
                 with contextlib.suppress(Exception):
                     asyncio.run(bench.cleanup())
+            if any(r.errors for case in cases.values() for r in case.results):
+                for log in sorted(work.glob("*.log")):  # what the errors were
+                    lines = log.read_text(errors="replace").splitlines()
+                    print(f"--- {log.name} (last lines)", *lines[-15:], sep="\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(
