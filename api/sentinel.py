@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from arq.connections import RedisSettings
+from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
 from .settings import ConfigError, Settings
@@ -48,6 +49,17 @@ def _url_options(url: str) -> dict[str, Any]:
     return options
 
 
+class _MasterClient(Redis):
+    """The primary's client; closing it also closes the clients of the sentinels."""
+
+    sentinel_clients: list[Any]
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in getattr(self, "sentinel_clients", []):
+            await client.aclose()
+
+
 def connect_sentinel(url: str, settings: Settings) -> Any:
     """A client of the named master's current primary, found through the sentinels."""
     timeout = settings.backend_timeout_s
@@ -55,13 +67,16 @@ def connect_sentinel(url: str, settings: Settings) -> Any:
         sentinel_addresses(settings.redis_sentinels),
         sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
     )
-    return sentinel.master_for(
+    client = sentinel.master_for(
         settings.redis_sentinel_master,
+        redis_class=_MasterClient,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         max_connections=max(settings.redis_max_connections, _MIN_CONNECTIONS),
         **_url_options(url),
     )
+    client.sentinel_clients = list(sentinel.sentinels)
+    return client
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:
