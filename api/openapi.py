@@ -336,11 +336,18 @@ def _paths() -> dict[str, Any]:
         },
         "/holds/{hold_id}/confirm": {
             "post": _op(
-                "Confirm a live hold",
+                "Confirm a live hold; answered once PostgreSQL has it (503 Retry-After"
+                " when it cannot be reached: retry), refused if the slot is fully"
+                " confirmed there",
                 {
                     "200": hold_ok,
                     **_problems(
-                        "not-found", "hold-cancelled", "hold-expired", "state-unavailable", *_AUTH
+                        "not-found",
+                        "hold-cancelled",
+                        "capacity-exhausted",
+                        "hold-expired",
+                        "state-unavailable",
+                        *_AUTH,
                     ),
                 },
                 security=_BEARER,
