@@ -11,6 +11,7 @@ import orjson
 
 from engine import Engine, StateUnavailable
 from sync.drain import drain_all
+from sync.durable import write_through
 from sync.events import Entry, write_batch
 from sync.restore import ensure_partitions
 from sync.sequence import fail_rewound_partitions, recorded_sequence
@@ -127,3 +128,33 @@ async def test_same_hold_version_with_other_content_is_parked_not_dropped(
     assert [r["entry_id"] for r in parked] == ["9999999999999-1"]
     assert "audit conflict" in parked[0]["error"]
     assert "v2 expired" in parked[0]["error"] and "v2 confirmed" in parked[0]["error"]
+
+
+async def test_a_confirm_written_through_on_a_rewound_partition_fails_it_closed(
+    make_env: SyncEnvFactory,
+) -> None:
+    """No drain and no periodic check: the confirm's own write-through sees the
+    sequence reused on a newer entry, commits (PostgreSQL arbitrated it) and fails
+    the partition closed."""
+    env = await make_env()
+    engine, redis, pool = env.engine, env.redis, env.pool
+    (user,) = await make_users(pool, 1)
+    await make_slots(engine, pool, [SLOT], capacity=10)
+    partition = engine.keys.partition_of(SLOT)
+    older = await _snapshot(engine, redis, partition)
+    first = (await engine.hold(SLOT, user, "first")).hold
+    await write_through(engine, redis, pool, await engine.confirm(first.hold_id, user))
+
+    await _write_back(redis, older)
+    again = (await engine.hold(SLOT, user, "again")).hold
+    confirmed = await engine.confirm(again.hold_id, user)  # sequence 3 again, newer entry
+    await write_through(engine, redis, pool, confirmed)
+    assert await engine.unavailable_partitions() == [partition]
+    rows = await pool.fetch("SELECT hold_id, status FROM holds ORDER BY created_at")
+    assert [(r["hold_id"], r["status"]) for r in rows] == [
+        (first.hold_id, "confirmed"),
+        (again.hold_id, "confirmed"),
+    ]
+    assert await ensure_partitions(engine, redis, pool) == [partition]
+    slot = await engine.slot(SLOT)
+    assert (slot.confirmed, slot.remaining) == (2, 8)
