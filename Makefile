@@ -31,7 +31,7 @@ test: lint typecheck pytest
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: run bench bench-locust
+.PHONY: run bench bench-durability bench-locust
 run: $(STAMP)
 	$(BIN)/slotkeeper run
 
@@ -39,6 +39,12 @@ run: $(STAMP)
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)); } || echo "wrk not installed: using bench/pyload.py"
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The durable confirm's and WAIT's cost only (docs/perf.md): hold-spread, hold-confirm,
+# then hold-spread on a private primary + replica with and without WAIT.
+bench-durability: $(STAMP)
+	$(BIN)/python bench/durability.py $(BENCH_ARGS)
+	$(BIN)/python bench/durability.py --wait $(BENCH_ARGS)
 
 # locust against a running service (`make run` in another terminal): seeds USERS bench
 # users and the bench slots into it, then a headless sale; ends with a table of failures.

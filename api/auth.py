@@ -12,6 +12,7 @@ import jwt
 from starlette.requests import Request
 
 from engine.client import RedisClient
+from sync.db import Pool
 
 from .problems import Problem
 from .revocation import Denylist
@@ -52,13 +53,14 @@ class TokenService:
         redis: RedisClient,
         key_prefix: str,
         mirror_revocations: bool = True,
+        revocation_pool: Pool | None = None,
     ) -> None:
         self._secret = secret
         self._algorithms = [algorithm]
         self._algorithm = algorithm
         self.ttl_s = ttl_s
         self.refresh_window_s = refresh_window_s
-        self.denylist = Denylist(redis, key_prefix, mirror=mirror_revocations)
+        self.denylist = Denylist(redis, key_prefix, mirror=mirror_revocations, pool=revocation_pool)
         # token -> its verified claims: a client sends the same token for an hour,
         # so the signature and JSON work is done once per token, not per request.
         self._verified: dict[str, Principal] = {}

@@ -318,6 +318,7 @@ def restore(
     """Rebuild Redis from PostgreSQL (--from postgres) or PostgreSQL from Redis (--from redis)."""
     from rich.progress import Progress
 
+    from sync.audit import postgres_only_live_holds
     from sync.restore import restore_from_redis, restore_partition
 
     if source not in ("postgres", "redis"):
@@ -329,6 +330,7 @@ def restore(
     async def go() -> int:
         engine, redis, pool = await _sync_parts(settings)
         total = 0
+        only_pg: list[str] = []
         try:
             with Progress(console=console) as bar:
                 task = bar.add_task(f"restoring from {source}", total=settings.partitions)
@@ -337,10 +339,16 @@ def restore(
                         total += await restore_partition(engine, redis, pool, partition)
                     else:
                         total += await restore_from_redis(engine, pool, partition)
+                        only_pg += await postgres_only_live_holds(engine, pool, partition)
                     bar.advance(task)
         finally:
             await pool.close()
             await redis.aclose()
+        if only_pg:  # Redis may have lost them: an operator decides (reconcile shows both)
+            Console().print(
+                f"{len(only_pg)} held or confirmed holds are in PostgreSQL only, left as"
+                f" they are: {' '.join(only_pg[:20])}{' ...' if len(only_pg) > 20 else ''}"
+            )
         return total
 
     count = asyncio.run(go())

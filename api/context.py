@@ -70,6 +70,7 @@ class AppContext:
                 redis=redis,
                 key_prefix=prefix,
                 mirror_revocations=not settings.redis_cluster,
+                revocation_pool=pool,
             ),
             cache=AvailabilityCache(engine.availability, settings.availability_cache_ms / 1000),
             metrics=Metrics(),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 import engine
+from sync.durable import ConfirmRefused, DurableUnavailable, change_durably
 from sync.holds import find_hold, hold_or_replay
 from sync.holds import list_holds as read_holds
 
@@ -126,12 +128,33 @@ async def list_holds(request: Request) -> Response:
     return json_response([hold_body(hold) for hold in found.holds], 200, headers)
 
 
-async def _change_hold(request: Request, command: str) -> Response:
-    """Confirm or cancel the caller's hold; the availability copy goes stale if it did."""
+async def _change_hold(request: Request, command: Literal["confirm", "cancel"]) -> Response:
+    """Confirm or cancel the caller's hold; the availability copy goes stale if it did.
+
+    A confirm, and the cancel of a confirmed hold, answers only once PostgreSQL
+    has it (sync/durable.py).
+    """
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
-    change = ctx.engine.confirm if command == "confirm" else ctx.engine.cancel
-    outcome = await change(request.path_params["hold_id"], principal.user_id)
+    hold_id = request.path_params["hold_id"]
+    try:
+        outcome = await change_durably(
+            ctx.engine, ctx.redis, ctx.pool, command, hold_id, principal.user_id
+        )
+    except DurableUnavailable:
+        ctx.cache.invalidate()
+        raise Problem(
+            "backend-unavailable",
+            "the database is unavailable; the change is kept, retry to complete it",
+            headers={"Retry-After": "1"},
+        ) from None
+    except ConfirmRefused as exc:
+        ctx.cache.invalidate()
+        raise Problem(
+            "capacity-exhausted",
+            f"slot {exc.slot_id} is fully confirmed; the hold was released",
+            remaining=0,
+        ) from None
     if outcome.changed:
         ctx.cache.invalidate()
     return json_response(hold_body(outcome.hold))

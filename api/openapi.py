@@ -6,51 +6,25 @@ from functools import cache
 from typing import Any
 
 from .availability_routes import SLOT_FIELDS
+from .openapi_parts import AUTH as _AUTH
+from .openapi_parts import BEARER as _BEARER
+from .openapi_parts import BODY as _BODY
+from .openapi_parts import SLOT_ID as _SLOT_ID
+from .openapi_parts import TIME as _TIME
+from .openapi_parts import json_body as _json
+from .openapi_parts import op as _op
+from .openapi_parts import problems as _problems
+from .openapi_parts import ref as _ref
 from .problems import PROBLEM_TYPES, problem_type_uri
 
 __all__ = ["openapi_document"]
 
-_TIME = {"type": "string", "format": "date-time"}
 _SLOT_PROPERTIES = {
     "slot_id": {"type": "integer"}, "capacity": {"type": "integer", "minimum": 0},
     "remaining": {"type": "integer", "minimum": 0}, "state": {"enum": ["open", "closed"]},
     "label": {"type": "string"}, "starts_at": _TIME, "ends_at": _TIME,
 }  # fmt: skip
-_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _problems(*slugs: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for slug in slugs:
-        status, title = PROBLEM_TYPES[slug]
-        entry = out.setdefault(
-            str(status),
-            {
-                "description": "",
-                "content": {"application/problem+json": {"schema": _ref("Problem")}},
-            },
-        )
-        text = f"{title} (`{problem_type_uri(slug)}`)"
-        entry["description"] = f"{entry['description']}; {text}" if entry["description"] else text
-    return out
-
-
-_AUTH = ("unauthorized", "backend-unavailable")
-_BODY = ("payload-too-large", "unsupported-media-type", "validation-error")
-_SLOT_ID = {
-    "name": "slot_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
-}
 # GET /slots/availability: the list, its negotiated headers, fields=.
 _SLOTS = {"type": "array", "items": {"anyOf": [_ref("Slot"), _ref("SlotFields")]}}
 _HEADERS = {
@@ -167,10 +141,6 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"status": {"enum": ["ready", "unavailable"]}, "checks": {"type": "object"}},
     },
 }
-
-
-def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"summary": summary, "responses": responses, **extra}
 
 
 def _login_op(*, query: bool = False) -> dict[str, Any]:
@@ -348,11 +318,18 @@ def _paths() -> dict[str, Any]:
         },
         "/holds/{hold_id}/confirm": {
             "post": _op(
-                "Confirm a live hold",
+                "Confirm a live hold; answered once PostgreSQL has it (503 Retry-After"
+                " when it cannot be reached: retry), refused if the slot is fully"
+                " confirmed there",
                 {
                     "200": hold_ok,
                     **_problems(
-                        "not-found", "hold-cancelled", "hold-expired", "state-unavailable", *_AUTH
+                        "not-found",
+                        "hold-cancelled",
+                        "capacity-exhausted",
+                        "hold-expired",
+                        "state-unavailable",
+                        *_AUTH,
                     ),
                 },
                 security=_BEARER,

@@ -7,7 +7,10 @@ from typing import Any
 
 from sync.feed import EVENT_TYPES
 
-from .openapi import _json, _op, _problems, _ref
+from .openapi_parts import json_body as _json
+from .openapi_parts import op as _op
+from .openapi_parts import problems as _problems
+from .openapi_parts import ref as _ref
 
 __all__ = ["FEED_SCHEMAS", "feed_paths"]
 

@@ -126,6 +126,13 @@ def engine_problem(exc: engine.EngineError) -> Problem:
                 "reservation state is being rebuilt; retry shortly",
                 headers={"Retry-After": "1"},
             )
+        case engine.NotReplicated():
+            return Problem(
+                "backend-unavailable",
+                f"the change was made but only {exc.acknowledged} of {exc.wanted} replicas"
+                " have it yet; retry with the same Idempotency-Key or hold id to complete it",
+                headers={"Retry-After": "1"},
+            )
         case engine.BackendUnavailable():
             return Problem(
                 "backend-unavailable",

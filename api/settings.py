@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import EngineSettings
+from engine.sentinel import parse_sentinels
 from sync.settings import SyncSettings
 from sync.webhooks import WebhookSettings
 
@@ -36,6 +37,8 @@ _NO_LIMIT = 2**31 - 1
 # Inclusive ranges of the numbers; every int field has one.
 _RANGES: dict[str, tuple[int, int]] = {
     "port": (1, 65_535),
+    "redis_min_replicas": (0, 100),
+    "redis_wait_timeout_ms": (1, 600_000),
     "access_token_ttl_s": (1, 366 * 86_400),
     "refresh_window_s": (0, 366 * 86_400),
     "login_max_failures_per_account": (1, _NO_LIMIT),
@@ -89,6 +92,14 @@ class Settings:
     redis_url: str = ""
     redis_read_url: str = ""
     redis_cluster: bool = False
+    # Redis Sentinel: "host:port,host:port"; the primary of the master named below
+    # is asked of them (and again after a failover). engine/sentinel.py.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "mymaster"
+    # Holds, confirms and cancels answer only once WAIT saw this many replicas
+    # have the write (0: do not wait), within this timeout (else 503).
+    redis_min_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     database_url: str = ""
     data_dir: Path = Path(".slotkeeper")
     host: str = "127.0.0.1"
@@ -158,6 +169,7 @@ class Settings:
         for name, choices in _CHOICES.items():
             if getattr(self, name).upper() not in choices:
                 raise ConfigError(f"{env_name(name)} must be one of {', '.join(choices)}")
+        self.sentinel_addresses  # noqa: B018 -- malformed: ConfigError naming the variable
         if any(c in self.key_prefix for c in "{}"):
             # A brace in the prefix would become the cluster hash tag.
             raise ConfigError(f"{env_name('key_prefix')} must not contain braces")
@@ -171,6 +183,8 @@ class Settings:
             max_quantity=self.max_quantity,
             max_held_per_user_slot=self.max_held_per_user_slot,
             finished_retention_s=self.finished_retention_s,
+            min_replicas=self.redis_min_replicas,
+            wait_timeout_ms=self.redis_wait_timeout_ms,
         )
 
     def sync_settings(self) -> SyncSettings:
@@ -179,6 +193,8 @@ class Settings:
             database_url=self.database_url,
             engine=self.engine_settings(),
             redis_cluster=self.redis_cluster,
+            redis_sentinels=self.sentinel_addresses,
+            redis_sentinel_master=self.redis_sentinel_master,
             redis_max_connections=self.redis_max_connections,
             database_pool_size=self.database_pool_size,
             redis_timeout_s=self.backend_timeout_s,
@@ -204,6 +220,16 @@ class Settings:
                 "SLOTKEEPER_JWT_SECRET is missing or weak: set at least "
                 f"{_MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)"
             )
+
+    @property
+    def sentinel_addresses(self) -> tuple[tuple[str, int], ...]:
+        """SLOTKEEPER_REDIS_SENTINELS as (host, port) pairs (checked at start-up)."""
+        if not self.redis_sentinels:
+            return ()
+        try:
+            return parse_sentinels(self.redis_sentinels)
+        except ValueError as exc:
+            raise ConfigError(f"SLOTKEEPER_REDIS_SENTINELS={exc}") from None
 
     @property
     def backend_timeout_s(self) -> float:

@@ -16,6 +16,7 @@ from .client import RedisClient
 from .coalesce import Coalescer
 from .keys import MAX_SLOT_ID, KeySchema, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
+from .replicated import run_replicated
 from .replies import (
     SLOT_FIELDS,
     redis_errors,
@@ -110,8 +111,10 @@ class Engine:
         """Confirm a live hold. ``user_id=None`` skips the ownership check."""
         reply = await self._hold_command(self._scripts.confirm, hold_id, user_id, now_ms)
         tag = text(reply[0])
-        if tag in ("confirmed", "unchanged"):
-            return Outcome(Hold.from_stored(reply[1]), changed=tag == "confirmed")
+        if tag == "confirmed":
+            return _written(reply)
+        if tag == "unchanged":
+            return Outcome(Hold.from_stored(reply[1]), changed=False)
         if tag == "expired":
             raise errors.HoldExpired(Hold.from_stored(reply[1]))
         if tag == "cancelled":
@@ -124,8 +127,10 @@ class Engine:
         """Cancel a hold or booking; cancelling twice, or an expired hold, is a no-op."""
         reply = await self._hold_command(self._scripts.cancel, hold_id, user_id, now_ms)
         tag = text(reply[0])
-        if tag in ("cancelled", "unchanged"):
-            return Outcome(Hold.from_stored(reply[1]), changed=tag == "cancelled")
+        if tag == "cancelled":
+            return _written(reply)
+        if tag == "unchanged":
+            return Outcome(Hold.from_stored(reply[1]), changed=False)
         raise self._refusal(tag, reply, hold_id=hold_id)
 
     async def _hold_command(
@@ -219,6 +224,8 @@ class Engine:
         return int(reply[1]), bool(int(reply[2]))
 
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        if self.settings.min_replicas:  # not coalesced: WAIT must follow on the same connection
+            return await run_replicated(self._redis, script, keys, args, self.settings)
         if self._coalescer is not None:
             return await self._coalescer.call(script, keys, args)
         return await script(keys=keys, args=args, client=self._redis)
@@ -317,12 +324,14 @@ class Engine:
         *,
         epoch: str,
         now_ms: int | None = None,
+        sequence: int = 0,
     ) -> None:
         """Replace a partition's state with a snapshot, then mark it built.
 
         Counters are recomputed from the holds. The partition refuses commands
         from the first call until the epoch marker is set by the last; callers
         serialise rebuilds of one partition (the sync worker holds a lock).
+        Events resume after ``sequence`` (PostgreSQL's highest applied).
         """
         slots = list(slots)
         # The expiry and finished queues are in time order (lua/lib.lua).
@@ -357,10 +366,16 @@ class Engine:
                     args=["holds", payload, _clock(now_ms), self._idempotency_ttl_ms],
                     client=self._redis,
                 )
-            await script(keys=keys, args=["commit", epoch], client=self._redis)
+            await script(keys=keys, args=["commit", epoch, str(sequence)], client=self._redis)
 
     def _refusal(self, tag: str, reply: Sequence[Any], **context: Any) -> errors.EngineError:
         return refusal(tag, reply, held_limit=self.settings.max_held_per_user_slot, **context)
+
+
+def _written(reply: Sequence[Any]) -> Outcome:
+    """A confirm or cancel that changed the hold: {tag, event JSON, entry id}."""
+    event = reply[1] if isinstance(reply[1], bytes) else str(reply[1]).encode()
+    return Outcome(Hold.from_stored(event), changed=True, event=event, entry_id=text(reply[2]))
 
 
 def _queue_time(hold: Hold) -> int:

@@ -17,6 +17,7 @@ __all__ = [
     "HoldExpired",
     "HoldNotFound",
     "IdempotencyMismatch",
+    "NotReplicated",
     "SlotClosed",
     "SlotExists",
     "SlotNotFound",
@@ -116,3 +117,13 @@ class HoldCancelled(EngineError):
     def __init__(self, hold: Hold) -> None:
         super().__init__(f"hold {hold.hold_id} was cancelled")
         self.hold = hold
+
+
+class NotReplicated(EngineError):
+    """The change was made on the primary, but WAIT did not see enough replicas
+    have it in time. Retrying with the same key or hold id completes it."""
+
+    def __init__(self, wanted: int, acknowledged: int) -> None:
+        super().__init__(f"{acknowledged} of {wanted} replicas acknowledged the write")
+        self.wanted = wanted
+        self.acknowledged = acknowledged

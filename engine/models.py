@@ -118,10 +118,15 @@ class Outcome:
     """A command's answer: the hold as it is now, and whether this call changed it.
 
     ``changed`` is False for a replayed hold, a second confirm or a second cancel.
+    A confirm or cancel that changed the hold also gives the event it appended
+    (its JSON, with the partition's sequence) and the event's stream entry id,
+    so the caller can write the change through to PostgreSQL.
     """
 
     hold: Hold
     changed: bool
+    event: bytes | None = None
+    entry_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,9 @@ def slot_from_fields(slot_id: int, values: Sequence[Any]) -> Slot:
 def slots_from_hash(raw: dict[Any, Any]) -> list[Slot]:
     fields: dict[int, dict[str, Any]] = {}
     for key, value in raw.items():
-        slot, _, name = text(key).partition(":")
+        slot, sep, name = text(key).partition(":")
+        if not sep:  # 'seq', the partition's event sequence (lua/lib.lua)
+            continue
         fields.setdefault(int(slot), {})[name] = value
     return [
         slot_from_fields(slot_id, [f[name] for name in SLOT_FIELDS])

@@ -25,6 +25,10 @@ class EngineSettings:
     finished_retention_s: int = 86_400
     # Send the hold/confirm/cancel calls of one event-loop turn as one pipeline.
     coalesce: bool = True
+    # When > 0, each hold/confirm/cancel is followed by WAIT on its connection
+    # (engine/replicated.py): answered only once this many replicas have it.
+    min_replicas: int = 0
+    wait_timeout_ms: int = 1000
 
     def __post_init__(self) -> None:
         positive = {
@@ -39,6 +43,8 @@ class EngineSettings:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.min_replicas < 0 or self.wait_timeout_ms < 1:
+            raise ValueError("min_replicas must be >= 0 and wait_timeout_ms >= 1")
         if any(c in self.key_prefix for c in "{}"):
             # A brace in the prefix would become the cluster hash tag.
             raise ValueError(f"key_prefix must not contain braces: {self.key_prefix!r}")

@@ -4,7 +4,7 @@
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    hold id
 -- ARGV[5]    user id that must own the hold; '' lets any caller (operators)
--- Returns    {'cancelled', hold}
+-- Returns    {'cancelled', event, stream entry id}
 --            | {'unchanged', hold} (already cancelled, or expired: nothing to release)
 -- Refusals   {'state_unavailable'} | {'not_found'} (unknown or not the caller's)
 -- Emits      one hold event (status 'cancelled'), or one 'expired' event when
@@ -30,4 +30,5 @@ else
 end
 give_back(hold)
 mark_finished(hold, now)
-return {'cancelled', transition(hold, 'cancelled', 'ca', now)}
+local event = transition(hold, 'cancelled', 'ca', now)
+return {'cancelled', event, last_entry_id}

@@ -4,7 +4,7 @@
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    hold id
 -- ARGV[5]    user id that must own the hold; '' lets any caller (operators)
--- Returns    {'confirmed', hold} | {'unchanged', hold} (was already confirmed)
+-- Returns    {'confirmed', event, stream entry id} | {'unchanged', hold} (was already confirmed)
 -- Refusals   {'state_unavailable'} | {'not_found'} (unknown or not the caller's)
 --            | {'expired', hold} | {'cancelled', hold}
 -- Emits      one hold event (status 'confirmed'), or one 'expired' event when
@@ -31,4 +31,5 @@ end
 
 release_held(hold)
 redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'conf'), hold.q)
-return {'confirmed', transition(hold, 'confirmed', 'cf', now)}
+local event = transition(hold, 'confirmed', 'cf', now)
+return {'confirmed', event, last_entry_id}

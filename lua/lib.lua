@@ -77,9 +77,19 @@ local function load_hold(hold_id)
     return hold
 end
 
--- Store the hold (without its id, which is the field) and append its event.
--- ``key`` is the idempotency key, given on the event that creates the hold.
--- Returns the event's JSON, which is also the reply.
+-- The partition's event sequence: one more per event, kept in the slots hash
+-- (field 'seq', which is no slot's: slot fields are '<slot>:<name>'). PostgreSQL
+-- keeps the highest it applied; a partition found behind has gone back in time
+-- (sync/sequence.py). load_partition sets it when it builds the partition.
+local function next_sequence()
+    return redis.call('HINCRBY', KEYS[K_SLOTS], 'seq', 1)
+end
+
+-- The stream entry id of the last event save_hold appended (confirm and cancel
+-- return it, so the API can write the event through to PostgreSQL).
+local last_entry_id = ''
+
+-- Store the hold (without its id, which is the field, and without its key).
 local function store_hold(hold)
     local id, slot, key = hold.i, hold.s, hold.k
     hold.i, hold.s, hold.k = nil, nil, nil
@@ -87,12 +97,16 @@ local function store_hold(hold)
     hold.i, hold.s, hold.k = id, slot, key
 end
 
+-- Store the hold and append its event. ``key`` is the idempotency key, given on
+-- the event that creates the hold. Events carry n, the partition's sequence.
+-- Returns the event's JSON, which is also the reply.
 local function save_hold(hold, key)
     store_hold(hold)
     hold.k = key
+    hold.n = next_sequence()
     local event = cjson.encode(hold)
-    hold.k = nil
-    redis.call('XADD', KEYS[K_EVENTS], '*', 'h', event)
+    hold.k, hold.n = nil, nil
+    last_entry_id = redis.call('XADD', KEYS[K_EVENTS], '*', 'h', event)
     return event
 end
 

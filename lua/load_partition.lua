@@ -12,7 +12,8 @@
 --            and k), held ones in order of expires_at, finished ones in order of
 --            finish time (the queues must stay in time order)
 --            'commit': the epoch marker's value
--- ARGV[3]    clock ms ('' = redis TIME), 'holds' only
+-- ARGV[3]    'holds': clock ms ('' = redis TIME); 'commit': the partition's
+--            event sequence to resume from (PostgreSQL's highest applied)
 -- ARGV[4]    idempotency memory ms, 'holds' only
 -- Returns    {'ok', count}
 -- Emits      nothing: a snapshot comes from the durable record, which has the events
@@ -63,6 +64,9 @@ if phase == 'holds' then
 end
 
 if phase == 'commit' then
+    if ARGV[3] and ARGV[3] ~= '' then
+        redis.call('HSET', KEYS[K_SLOTS], 'seq', ARGV[3])
+    end
     redis.call('SET', KEYS[K_EPOCH], ARGV[2])
     return {'ok', 1}
 end

@@ -57,7 +57,7 @@ redis.call('HSET', KEYS[K_SLOTS],
     field('conf'), confirmed, field('state'), state, field('meta'), meta)
 redis.call('XADD', KEYS[K_EVENTS], '*', 's', cjson.encode({
     id = slot_id, cap = capacity, rem = remaining, held = held, conf = confirmed,
-    state = state, meta = meta, t = now,
+    state = state, meta = meta, t = now, n = next_sequence(),
 }))
 local outcome = 'updated'
 if not exists then

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from engine import Engine
 from engine.client import RedisClient
+from engine.sequence import fail_closed
 
 from .db import Pool
 from .events import Entry, write_batch
@@ -28,6 +29,7 @@ __all__ = [
     "drain_partition",
     "drain_stream",
     "ensure_group",
+    "stream_entries",
     "sync_lag_ms",
 ]
 
@@ -53,7 +55,8 @@ async def ensure_group(redis: RedisClient, stream: str) -> None:
             raise
 
 
-def _entries(stream: str, raw: list[Any]) -> list[Entry]:
+def stream_entries(stream: str, raw: list[Any]) -> list[Entry]:
+    """XRANGE / XREADGROUP items of ``stream`` as entries to write."""
     out = []
     for entry_id, fields in raw:
         if not fields:  # deleted while pending (trimmed): nothing to write
@@ -99,8 +102,11 @@ async def drain_partition(
             raw.extend(items)
     if not raw:
         return stats
-    entries = _entries(stream, raw)
-    stats.rejected = await write_batch(pool, entries)
+    entries = stream_entries(stream, raw)
+    rewound: set[str] = set()
+    stats.rejected = await write_batch(pool, entries, rewound=rewound)
+    if rewound:  # Redis went back in time: stop selling until rebuilt
+        await fail_closed(redis, engine.keys, partition)
     stats.written = len(entries) - stats.rejected
     await redis.xack(stream, GROUP, *[entry_id for entry_id, _ in raw])
     await _trim(redis, stream)

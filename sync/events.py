@@ -12,10 +12,12 @@ import orjson
 from engine import Hold, SlotEvent
 
 from . import feed
+from .audit import park_conflicts
 from .db import Conn, Pool
 from .records import at, upsert_holds, upsert_slots
+from .sequence import note_sequences, sequence_marks
 
-__all__ = ["Entry", "write_batch"]
+__all__ = ["Entry", "apply_entries", "write_batch"]
 
 log = logging.getLogger("slotkeeper.sync")
 
@@ -72,15 +74,16 @@ ON CONFLICT DO NOTHING
 """
 
 
-async def _apply(conn: Conn, entries: list[Entry]) -> None:
+async def _apply(conn: Conn, entries: list[Entry], *, with_feed: bool = True) -> None:
     """Apply in stream order; consecutive entries of one kind go in one executemany."""
     run: list[Entry] = []
     for entry in [*entries, None]:
         if run and (entry is None or entry.kind != run[0].kind):
             if run[0].kind == "h":
                 holds = [Hold.from_event(e.payload) for e in run]
-                await upsert_holds(conn, holds, newer_only=True)
                 events = [_hold_event(e, h) for e, h in zip(run, holds, strict=True)]
+                await park_conflicts(conn, events, [e.payload for e in run])
+                await upsert_holds(conn, holds, newer_only=True)
                 await conn.executemany(_INSERT_HOLD_EVENT, events)
             else:
                 slots = [SlotEvent.decode(e.payload) for e in run]
@@ -90,15 +93,35 @@ async def _apply(conn: Conn, entries: list[Entry]) -> None:
             run = []
         if entry is not None:
             run.append(entry)
-    await feed.append(conn, entries)  # the feed and webhook outbox, same transaction
+    if with_feed:
+        await feed.append(conn, entries)  # the feed and webhook outbox, same transaction
 
 
-async def write_batch(pool: Pool, entries: list[Entry]) -> int:
+async def apply_entries(conn: Conn, entries: list[Entry]) -> None:
+    """Apply entries in the caller's transaction (the confirm's write-through).
+
+    Not into the event feed: the drain appends them there in stream order, so the
+    feed keeps each slot's order (a confirm is written through before the drain
+    may have written its hold's `held` event). What Redis loses before the drain
+    reads it is put in the feed by the rebuild (sync/restore.py)."""
+    await _apply(conn, entries, with_feed=False)
+
+
+async def _note_sequences(conn: Conn, entries: list[Entry], rewound: set[str] | None) -> None:
+    """Record each stream's highest event sequence (sync/sequence.py)."""
+    for stream in dict.fromkeys(e.stream for e in entries):
+        marks = sequence_marks((e.entry_id, e.payload) for e in entries if e.stream == stream)
+        if await note_sequences(conn, stream, marks) and rewound is not None:
+            rewound.add(stream)
+
+
+async def write_batch(pool: Pool, entries: list[Entry], *, rewound: set[str] | None = None) -> int:
     """Write entries in one transaction; returns how many were rejected.
 
     If the batch breaks a constraint, each entry is retried in its own
     savepoint and the ones that still fail are parked in sync_rejects, so one
-    bad event cannot stall its stream.
+    bad event cannot stall its stream. Streams whose events prove Redis went
+    back in time are added to ``rewound``.
     """
     if not entries:
         return 0
@@ -106,6 +129,7 @@ async def write_batch(pool: Pool, entries: list[Entry]) -> int:
         try:
             async with conn.transaction():
                 await _apply(conn, entries)
+                await _note_sequences(conn, entries, rewound)
             return 0
         except (
             asyncpg.IntegrityConstraintViolationError,
@@ -137,4 +161,5 @@ async def write_batch(pool: Pool, entries: list[Entry]) -> int:
                         entry.payload.decode(errors="replace"),
                         f"{type(exc).__name__}: {exc}"[:1000],
                     )
+            await _note_sequences(conn, entries, rewound)
         return rejected

@@ -111,14 +111,31 @@ _UPSERT_HOLDS = f"""
 INSERT INTO holds ({HOLD_COLUMNS})
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (hold_id) DO UPDATE SET
-    status = excluded.status, confirmed_at = excluded.confirmed_at,
-    cancelled_at = excluded.cancelled_at, expired_at = excluded.expired_at,
-    version = excluded.version,
+    quantity = excluded.quantity, status = excluded.status,
+    confirmed_at = excluded.confirmed_at, cancelled_at = excluded.cancelled_at,
+    expired_at = excluded.expired_at, version = excluded.version,
     idempotency_key = coalesce(holds.idempotency_key, excluded.idempotency_key)
 """
 # Events of one hold may arrive out of order across batches claimed by different
-# workers: then an older version never overwrites a newer one.
-_NEWER_ONLY = " WHERE holds.version < excluded.version"
+# workers: then an older version never overwrites a newer one. The one exception
+# is the idempotency key, which only the creating event carries: a row first
+# written from a later event (a confirm written through by the API before the
+# drain saw the hold made) gets its key when the creating event arrives.
+_NEWER = "holds.version < excluded.version"
+_UPSERT_NEWER_HOLDS = f"""
+INSERT INTO holds ({HOLD_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (hold_id) DO UPDATE SET
+    quantity = CASE WHEN {_NEWER} THEN excluded.quantity ELSE holds.quantity END,
+    status = CASE WHEN {_NEWER} THEN excluded.status ELSE holds.status END,
+    confirmed_at = CASE WHEN {_NEWER} THEN excluded.confirmed_at ELSE holds.confirmed_at END,
+    cancelled_at = CASE WHEN {_NEWER} THEN excluded.cancelled_at ELSE holds.cancelled_at END,
+    expired_at = CASE WHEN {_NEWER} THEN excluded.expired_at ELSE holds.expired_at END,
+    version = GREATEST(holds.version, excluded.version),
+    idempotency_key = coalesce(holds.idempotency_key, excluded.idempotency_key)
+WHERE {_NEWER}
+    OR (holds.idempotency_key IS NULL AND excluded.idempotency_key IS NOT NULL)
+"""
 
 _UPSERT_SLOTS = f"""
 INSERT INTO slots ({SLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)
@@ -135,7 +152,7 @@ async def upsert_holds(
     newer_only: bool,
 ) -> None:
     """Write holds as they are; with ``newer_only`` a stored newer version wins."""
-    sql = _UPSERT_HOLDS + (_NEWER_ONLY if newer_only else "")
+    sql = _UPSERT_NEWER_HOLDS if newer_only else _UPSERT_HOLDS
     await conn.executemany(sql, [_hold_row(h) for h in holds])
 
 

@@ -6,19 +6,25 @@ import time
 import uuid
 from collections.abc import Callable
 
+import orjson
+
 from engine import Engine, Hold, Slot
 from engine.client import RedisClient
 
+from . import feed
 from .db import Pool
 from .drain import drain_stream
+from .events import Entry
 from .records import (
     HOLD_COLUMNS,
     SLOT_COLUMNS,
     hold_from_row,
+    ms,
     slot_from_row,
     upsert_holds,
     upsert_slots,
 )
+from .sequence import recorded_sequence
 
 __all__ = ["ensure_partitions", "restore_partition", "snapshot"]
 
@@ -57,10 +63,41 @@ async def restore_partition(engine: Engine, redis: RedisClient, pool: Pool, part
     settings = engine.settings
     await engine.reset_partition(partition)
     await drain_stream(engine, redis, pool, partition)
+    await _backfill_feed(pool, engine.keys.events(partition))
     slots, holds = await snapshot(pool, settings.partitions, partition, settings.idempotency_ttl_s)
+    sequence = await recorded_sequence(pool, engine.keys.events(partition))
     epoch = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
-    await engine.load_partition(partition, slots, holds, epoch=epoch)
+    await engine.load_partition(partition, slots, holds, epoch=epoch, sequence=sequence)
     return len(holds)
+
+
+_UNFED = """
+SELECT e.entry_id, e.hold_id, e.slot_id, e.user_id, e.quantity, e.status, e.version,
+       e.occurred_at, h.created_at, h.expires_at
+FROM hold_events e JOIN holds h USING (hold_id)
+WHERE e.stream = $1 AND NOT EXISTS (
+    SELECT 1 FROM feed f WHERE f.source = e.stream AND f.source_id = e.entry_id)
+ORDER BY e.event_id
+"""
+_STATUS_TIME = {"held": "c", "confirmed": "cf", "cancelled": "ca", "expired": "xa"}
+
+
+async def _backfill_feed(pool: Pool, stream: str) -> int:
+    """Put in the event feed the audit rows it lacks: confirms written through by
+    the API whose stream entries Redis lost before the drain read them (the drain
+    writes the feed, sync/events.py). Called after the stream was drained."""
+    async with pool.acquire() as conn, conn.transaction():
+        entries = []
+        for r in await conn.fetch(_UNFED, stream):
+            event = {
+                "i": r["hold_id"], "s": str(r["slot_id"]), "u": str(r["user_id"]),
+                "q": r["quantity"], "st": r["status"], "v": r["version"],
+                "c": ms(r["created_at"]), "e": ms(r["expires_at"]),
+                _STATUS_TIME[r["status"]]: ms(r["occurred_at"]),
+            }  # fmt: skip
+            entries.append(Entry(stream, r["entry_id"], "h", orjson.dumps(event)))
+        await feed.append(conn, entries)
+    return len(entries)
 
 
 async def ensure_partitions(

@@ -22,6 +22,7 @@ from .db import Pool
 from .drain import drain_partition, sync_lag_ms
 from .reconcile import check_partition
 from .restore import ensure_partitions
+from .sequence import fail_rewound_partitions
 from .webhooks import WebhookDispatcher, WebhookSettings
 
 __all__ = ["DRIFT_GAUGE", "EXPIRED_COUNTER", "SyncService", "read_counters"]
@@ -120,6 +121,8 @@ class SyncService:
         def done(partition: int, holds: int) -> None:
             log.warning("rebuilt partition %s from postgres (%s holds)", partition, holds)
 
+        # A partition that went back in time is failed closed first, then rebuilt.
+        await fail_rewound_partitions(self.engine, self.redis, self.pool)
         return await ensure_partitions(self.engine, self.redis, self.pool, on_restored=done)
 
     async def check_drift(self) -> dict[int, list[str]]:

@@ -23,6 +23,10 @@ class SyncSettings:
     database_url: str = ""
     engine: EngineSettings = field(default_factory=EngineSettings)
     redis_cluster: bool = False
+    # Redis Sentinel: the primary of redis_sentinel_master, asked of these
+    # (host, port) sentinels; redis_url then gives only the database and credentials.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
     redis_max_connections: int = 64
     database_pool_size: int = 10
     # Every Redis call gives up after redis_timeout_s, every SQL statement after
@@ -34,11 +38,16 @@ class SyncSettings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     def connect_redis(self, url: str | None = None) -> RedisClient:
+        """The primary (``redis_url``, or through the sentinels), or the server at ``url``
+        (a read replica: never through the sentinels)."""
+        primary = url is None or url == self.redis_url
         return connect_redis(
             url or self.redis_url,
             cluster=self.redis_cluster,
             max_connections=self.redis_max_connections,
             timeout_s=self.redis_timeout_s,
+            sentinels=self.redis_sentinels if primary else (),
+            sentinel_master=self.redis_sentinel_master,
         )
 
     async def create_pool(self, size: int | None = None) -> Pool:

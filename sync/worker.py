@@ -18,6 +18,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from engine import Engine, KeySchema
+from engine.sentinel import url_options
 
 from .service import SyncService
 from .settings import SyncSettings
@@ -67,6 +68,21 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value, default=str)
 
 
+def arq_redis_settings(settings: SyncSettings) -> RedisSettings:
+    """The arq worker's own connection: through the sentinels when they are set."""
+    if not settings.redis_sentinels:
+        return RedisSettings.from_dsn(settings.redis_url)
+    options = url_options(settings.redis_url)
+    return RedisSettings(
+        host=list(settings.redis_sentinels),
+        sentinel=True,
+        sentinel_master=settings.redis_sentinel_master,
+        database=options.get("db", 0),
+        username=options.get("username"),
+        password=options.get("password"),
+    )
+
+
 def build_worker(settings: SyncSettings, *, burst: bool = False) -> Worker:
     every_second = set(range(60))
     keys = KeySchema(settings.engine.key_prefix, settings.engine.partitions)
@@ -84,7 +100,7 @@ def build_worker(settings: SyncSettings, *, burst: bool = False) -> Worker:
             ),
             cron(check_drift, name=keys.cron_job("drift"), second={0, 30}),
         ],
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_settings=arq_redis_settings(settings),
         queue_name=keys.arq_queue(),
         on_startup=_startup,
         on_shutdown=_shutdown,

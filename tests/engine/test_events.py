@@ -440,6 +440,7 @@ async def test_each_event_carries_the_hold(
         "state": "open",
         "meta": '{"label":"dock"}',
         "t": T0,
+        "n": 1,
     }
     assert {k: decoded[4][1][k] for k in ("rem", "held", "conf", "t")} == {
         "rem": 0,
@@ -454,6 +455,8 @@ async def test_each_event_carries_the_hold(
     assert decoded[1][1]["k"] == "ka" and "k" not in last_a
     last_b = decoded[6][1]
     assert (last_b["i"], last_b["v"], last_b["xa"]) == (b.hold_id, 2, b.expires_at_ms)
-    # The event is the stored record plus the hold's id and slot.
+    # Every event carries the partition's sequence, one more each time.
+    assert [body["n"] for _, body in decoded] == [1, 2, 3, 4, 5, 6, 7]
+    # The event is the stored record plus the hold's id and slot and the sequence.
     stored = orjson.loads(await client.hget(engine.keys.holds(2), b.hold_id))
-    assert {**stored, "i": b.hold_id, "s": "2"} == last_b
+    assert {**stored, "i": b.hold_id, "s": "2", "n": 7} == last_b

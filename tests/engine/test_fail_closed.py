@@ -201,7 +201,11 @@ async def test_rebuild_from_snapshot_restores_service(
 
     # Counters in the snapshot are ignored: they are recomputed from the holds.
     garbage = [dataclasses.replace(s, remaining=99, held=99, confirmed=99) for s in world.slots]
-    await engine.load_partition(LOST, garbage, list(h.values()), epoch="rebuilt", now_ms=T0 + 40)
+    # The rebuild carries on the partition's event sequence (PostgreSQL's highest).
+    sequence = int(intact["slots"][b"seq"])
+    await engine.load_partition(
+        LOST, garbage, list(h.values()), epoch="rebuilt", now_ms=T0 + 40, sequence=sequence
+    )
 
     assert await client.get(engine.keys.epoch(LOST)) == b"rebuilt"
     assert await engine.unavailable_partitions() == []

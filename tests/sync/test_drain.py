@@ -131,7 +131,7 @@ async def test_acknowledges_only_after_commit(
     ids = await stream_ids(engine, redis, 1)
     real_write = write_batch
 
-    async def postgres_down(pool: Any, entries: list[Entry]) -> int:
+    async def postgres_down(pool: Any, entries: list[Entry], **_: Any) -> int:
         raise ConnectionError("postgres went away")
 
     # The write fails: nothing is acknowledged, nothing trimmed, nothing written.
@@ -144,8 +144,8 @@ async def test_acknowledges_only_after_commit(
 
     # Another consumer claims them; this time the worker dies after the commit and
     # before XACK: written, still pending, still in the stream.
-    async def dies_after_commit(pool: Any, entries: list[Entry]) -> int:
-        await real_write(pool, entries)
+    async def dies_after_commit(pool: Any, entries: list[Entry], **options: Any) -> int:
+        await real_write(pool, entries, **options)
         raise Killed("between commit and ack")
 
     monkeypatch.setattr(sync.drain, "write_batch", dies_after_commit)

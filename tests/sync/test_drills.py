@@ -100,7 +100,7 @@ async def test_worker_killed_mid_sync_loses_nothing_and_duplicates_nothing(
     print(f"killed at {at_kill}/{HOLD_EVENTS} written, {orphaned} entries left pending")
 
 
-# -- 2. PostgreSQL down for 10 s while holds and confirms continue ------------------------
+# -- 2. PostgreSQL down for 10 s: holds continue, confirms wait for it (503, retried) --
 
 OUTAGE_S = 10.0
 
@@ -115,7 +115,7 @@ async def _api(settings: Any) -> AsyncIterator[Harness]:
         await api.close(drop_keys=False)
 
 
-async def test_postgres_outage_blocks_no_command_and_loses_nothing(
+async def test_postgres_outage_blocks_no_hold_and_loses_nothing(
     private_postgres: PostgresServer, private_redis_url: str
 ) -> None:
     pg = private_postgres
@@ -131,6 +131,7 @@ async def test_postgres_outage_blocks_no_command_and_loses_nothing(
         service.start()
         failures: list[str] = []
         made: dict[str, str] = {}
+        to_retry: list[tuple[dict[str, Any], str]] = []
         phase = {"name": "before"}
         per_phase: dict[str, int] = {}
         stop = asyncio.Event()
@@ -150,6 +151,11 @@ async def test_postgres_outage_blocks_no_command_and_loses_nothing(
                 per_phase[phase["name"]] = per_phase.get(phase["name"], 0) + 1
                 if i % 3:
                     r = await api.client.post(f"/holds/{hold_id}/confirm", headers=user["headers"])
+                    if r.status_code == 503 and phase["name"] != "before":
+                        # Not durable yet: PostgreSQL is down. Retried after the outage.
+                        assert r.headers["Retry-After"] == "1"
+                        to_retry.append((user, hold_id))
+                        continue
                     if r.status_code != 200:
                         failures.append(f"confirm {r.status_code} {r.text}")
                         continue
@@ -158,8 +164,8 @@ async def test_postgres_outage_blocks_no_command_and_loses_nothing(
         customers = [asyncio.create_task(customer(n)) for n in range(4)]
         try:
             await asyncio.sleep(1.0)
-            await asyncio.to_thread(pg.stop)
             phase["name"] = "outage"
+            await asyncio.to_thread(pg.stop)
             lags = []
             started = time.monotonic()
             while time.monotonic() - started < OUTAGE_S:
@@ -171,6 +177,16 @@ async def test_postgres_outage_blocks_no_command_and_loses_nothing(
         finally:
             stop.set()
             await asyncio.gather(*customers)
+        # A confirm answered 503 is completed by its retry (idempotent).
+        for user, hold_id in to_retry:
+            for _ in range(20):  # the pool may still hand out a connection cut by the outage
+                r = await api.client.post(f"/holds/{hold_id}/confirm", headers=user["headers"])
+                if r.status_code != 503:
+                    break
+                await asyncio.sleep(0.1)
+            if r.status_code != 200:
+                failures.append(f"confirm retry {r.status_code} {r.text}")
+            made[hold_id] = "confirmed"
 
         try:
 
@@ -190,8 +206,12 @@ async def test_postgres_outage_blocks_no_command_and_loses_nothing(
 
         assert failures == []
         assert per_phase.get("outage", 0) > 100, per_phase
+        assert len(to_retry) > 50, len(to_retry)  # confirms refused while PostgreSQL was down
         assert lags[-1] >= (OUTAGE_S - 1.5) * 1000 and lags[-1] > lags[0], lags
-        print(f"holds by phase {per_phase}; converged {converged_s:.1f} s after the load stopped")
+        print(
+            f"holds by phase {per_phase}; {len(to_retry)} confirms retried after the outage;"
+            f" converged {converged_s:.1f} s after the load stopped"
+        )
         rows = await api.ctx.pool.fetch(
             "SELECT hold_id, status FROM holds WHERE hold_id = ANY($1::text[])", list(made)
         )

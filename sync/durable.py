@@ -1,0 +1,114 @@
+"""A confirmation is durable when it is answered: the API writes a confirm (and
+the cancel of a confirmed hold) through to PostgreSQL before answering.
+
+The write is the drain's own (sync/events.py): the hold upserted only if its
+version is newer, the event kept in hold_events under its stream entry id, the
+partition's sequence recorded; so the worker's later copy of the same event
+changes nothing. PostgreSQL arbitrates: the trigger that keeps slots.confirmed
+(migrations/0005) refuses a confirm that would take it past the slot's
+capacity, whatever Redis says, and the transaction is rolled back.
+
+A retried confirm that Redis already has ("unchanged") is written through
+again: its first write-through may have failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Literal
+
+import asyncpg
+
+from engine import Engine, Outcome
+from engine.sequence import fail_closed
+
+from .events import Entry, apply_entries
+from .records import upsert_holds
+from .sequence import note_sequences, sequence_marks
+
+__all__ = ["ConfirmRefused", "DurableUnavailable", "change_durably", "write_through"]
+
+log = logging.getLogger("slotkeeper.sync")
+
+_ARBITER = "slots_confirmed_within_capacity"
+_UNREACHABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,  # shutting down, cannot connect now
+    asyncpg.TooManyConnectionsError,
+    OSError,  # includes TimeoutError
+)
+
+
+class ConfirmRefused(Exception):
+    """PostgreSQL refused the confirm: the slot's confirmed quantity would pass
+    its capacity there."""
+
+    def __init__(self, hold_id: str, slot_id: int) -> None:
+        super().__init__(f"slot {slot_id} has no capacity left for hold {hold_id}")
+        self.hold_id = hold_id
+        self.slot_id = slot_id
+
+
+class DurableUnavailable(Exception):
+    """PostgreSQL could not be reached: the change is in Redis, not yet durable."""
+
+
+async def write_through(engine: Engine, redis: Any, pool: Any, outcome: Outcome) -> None:
+    """Commit the hold's current state in PostgreSQL, or raise.
+
+    Raises ConfirmRefused (nothing written) or DurableUnavailable. A write that
+    shows Redis went back in time (sync/sequence.py) still commits, then fails
+    the partition closed so it is rebuilt from PostgreSQL.
+    """
+    hold = outcome.hold
+    partition = engine.keys.partition_of(hold.slot_id)
+    stream = engine.keys.events(partition)
+    rewound = False
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            if outcome.event is not None and outcome.entry_id is not None:
+                await apply_entries(conn, [Entry(stream, outcome.entry_id, "h", outcome.event)])
+                marks = sequence_marks([(outcome.entry_id, outcome.event)])
+                rewound = await note_sequences(conn, stream, marks)
+            else:
+                await upsert_holds(conn, [hold], newer_only=True)
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name != _ARBITER:
+            raise
+        raise ConfirmRefused(hold.hold_id, hold.slot_id) from exc
+    except _UNREACHABLE as exc:
+        raise DurableUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    if rewound:
+        await fail_closed(redis, engine.keys, partition)
+
+
+async def change_durably(
+    engine: Engine,
+    redis: Any,
+    pool: Any,
+    command: Literal["confirm", "cancel"],
+    hold_id: str,
+    user_id: str | None,
+) -> Outcome:
+    """Confirm or cancel a hold; a confirm, and the cancel of a confirmed hold,
+    return only once PostgreSQL has committed them (a retry completes one whose
+    write-through failed).
+
+    Raises DurableUnavailable (the change is kept in Redis), or ConfirmRefused
+    after putting Redis right: the hold is released there, and the durable
+    record learns it now if it can, else from the worker.
+    """
+    change = engine.confirm if command == "confirm" else engine.cancel
+    outcome = await change(hold_id, user_id)
+    if command == "cancel" and outcome.hold.confirmed_at_ms is None:
+        return outcome  # a hold, not a booking: Redis-first like holds
+    try:
+        await write_through(engine, redis, pool, outcome)
+    except ConfirmRefused:
+        cancelled = await engine.cancel(hold_id, None)
+        with contextlib.suppress(ConfirmRefused, DurableUnavailable):
+            await write_through(engine, redis, pool, cancelled)
+        raise
+    return outcome
