@@ -6,6 +6,8 @@ from .errors import (
     CapacityBelowCommitted,
     CapacityExhausted,
     EngineError,
+    EntryArchived,
+    EntryNotFound,
     HoldArchived,
     HoldCancelled,
     HoldExpired,
@@ -16,10 +18,12 @@ from .errors import (
     SlotNotFound,
     StateUnavailable,
     UserHoldLimit,
+    WaitingLimit,
 )
 from .keys import KeySchema, new_hold_id, slot_of_hold
 from .models import Hold, HoldStatus, Outcome, Slot, SlotEvent, SlotState
 from .settings import EngineSettings
+from .waitlist_models import WaitEntry, Waiting, WaitStatus
 
 __all__ = [
     "BackendUnavailable",
@@ -28,6 +32,8 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineSettings",
+    "EntryArchived",
+    "EntryNotFound",
     "Hold",
     "HoldArchived",
     "HoldCancelled",
@@ -45,6 +51,10 @@ __all__ = [
     "SlotState",
     "StateUnavailable",
     "UserHoldLimit",
+    "WaitEntry",
+    "WaitStatus",
+    "Waiting",
+    "WaitingLimit",
     "new_hold_id",
     "slot_of_hold",
 ]

@@ -26,6 +26,8 @@ from .replies import (
 )
 from .scripts import Scripts
 from .settings import EngineSettings
+from .waitlist import Waitlist
+from .waitlist_models import WaitEntry
 
 __all__ = ["Engine"]
 
@@ -58,6 +60,7 @@ class Engine:
         self._batch = str(self.settings.housekeeping_batch)
         self._retention_ms = str(self.settings.finished_retention_s * 1000)
         self._max_held = str(self.settings.max_held_per_user_slot)
+        self.waitlist = Waitlist(redis, self._read, self._scripts, self.keys, self.settings)
 
     # -- commands -------------------------------------------------------------
 
@@ -317,6 +320,7 @@ class Engine:
         *,
         epoch: str,
         now_ms: int | None = None,
+        entries: Iterable[WaitEntry] = (),
     ) -> None:
         """Replace a partition's state with a snapshot, then mark it built.
 
@@ -357,6 +361,7 @@ class Engine:
                     args=["holds", payload, _clock(now_ms), self._idempotency_ttl_ms],
                     client=self._redis,
                 )
+            await self.waitlist.load(partition, entries, now_ms=now_ms)
             await script(keys=keys, args=["commit", epoch], client=self._redis)
 
     def _refusal(self, tag: str, reply: Sequence[Any], **context: Any) -> errors.EngineError:

@@ -12,6 +12,8 @@ __all__ = [
     "CapacityBelowCommitted",
     "CapacityExhausted",
     "EngineError",
+    "EntryArchived",
+    "EntryNotFound",
     "HoldArchived",
     "HoldCancelled",
     "HoldExpired",
@@ -22,6 +24,7 @@ __all__ = [
     "SlotNotFound",
     "StateUnavailable",
     "UserHoldLimit",
+    "WaitingLimit",
 ]
 
 
@@ -116,3 +119,27 @@ class HoldCancelled(EngineError):
     def __init__(self, hold: Hold) -> None:
         super().__init__(f"hold {hold.hold_id} was cancelled")
         self.hold = hold
+
+
+class EntryNotFound(EngineError):
+    def __init__(self, entry_id: str) -> None:
+        super().__init__("waitlist entry not found")
+        self.entry_id = entry_id
+
+
+class WaitingLimit(EngineError):
+    """The user already waits as often as allowed on this slot."""
+
+    def __init__(self, slot_id: int, waiting: int, limit: int) -> None:
+        super().__init__(f"user already has {waiting} of at most {limit} entries waiting")
+        self.slot_id = slot_id
+        self.waiting = waiting
+        self.limit = limit
+
+
+class EntryArchived(EngineError):
+    """A replayed key names an entry Redis no longer keeps."""
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__(f"waitlist entry {entry_id} is only in the durable record")
+        self.entry_id = entry_id

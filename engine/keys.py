@@ -22,7 +22,7 @@ class KeySchema:
 
     def _build(self, partition: int) -> list[str]:
         tag = f"{self.prefix}{{p{partition}}}:"
-        # Order is the contract of lua/lib.lua (KEYS[1..7]).
+        # Order is the contract of lua/lib.lua (KEYS[1..12]).
         return [
             tag + "epoch",
             tag + "slots",
@@ -31,13 +31,18 @@ class KeySchema:
             tag + "user_held",
             tag + "finished",
             tag + "events",
+            tag + "waitlist",
+            tag + "wait_order",
+            tag + "waiting",
+            tag + "wait_lapse",
+            tag + "wait_more",
         ]
 
     def partition_of(self, slot_id: int) -> int:
         return slot_id % self.partitions
 
     def partition(self, partition: int) -> list[str]:
-        """The seven keys every script gets first, for one partition."""
+        """The twelve keys every script gets first, for one partition."""
         return self._partition_keys[partition]
 
     def epoch(self, partition: int) -> str:
@@ -51,6 +56,19 @@ class KeySchema:
 
     def events(self, partition: int) -> str:
         return self._partition_keys[partition][6]
+
+    def waitlist(self, partition: int) -> str:
+        return self._partition_keys[partition][7]
+
+    def wait_order(self, partition: int) -> str:
+        return self._partition_keys[partition][8]
+
+    def waiting(self, partition: int) -> str:
+        return self._partition_keys[partition][9]
+
+    def wait_idempotency(self, slot_id: int, user_id: str, key: str) -> str:
+        partition = self.partition_of(slot_id)
+        return f"{self.prefix}{{p{partition}}}:widem:{slot_id}:{user_id}:{key}"
 
     def idempotency(self, slot_id: int, user_id: str, key: str) -> str:
         partition = self.partition_of(slot_id)
