@@ -81,6 +81,8 @@ if phase == 'waitlist' then
         entry.i, entry.s = id, slot
         if entry.st == 'waiting' then
             start_waiting(entry)
+            -- The sweep offers whatever fits now (lib.lua capacity_freed).
+            redis.call('SADD', KEYS[K_WAIT_MORE], slot)
         else
             redis.call('RPUSH', KEYS[K_FINISHED], (entry.oa or entry.la or entry.xa or now) .. '|w:' .. id)
         end

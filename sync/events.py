@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from engine import Hold, SlotEvent
+from engine import Hold, SlotEvent, WaitEntry
 
-from . import feed
+from . import feed, waitlist
 from .db import Conn, Pool
 from .records import at, upsert_holds, upsert_slots
 
@@ -24,7 +24,7 @@ log = logging.getLogger("slotkeeper.sync")
 class Entry:
     stream: str
     entry_id: str
-    kind: str  # 'h' hold event, 's' slot event
+    kind: str  # 'h' hold event, 's' slot event, 'w' waitlist entry event
     payload: bytes
 
 
@@ -82,6 +82,9 @@ async def _apply(conn: Conn, entries: list[Entry]) -> None:
                 await upsert_holds(conn, holds, newer_only=True)
                 events = [_hold_event(e, h) for e, h in zip(run, holds, strict=True)]
                 await conn.executemany(_INSERT_HOLD_EVENT, events)
+            elif run[0].kind == "w":
+                waits = [WaitEntry.from_stored(e.payload) for e in run]
+                await waitlist.write_events(conn, [(e.stream, e.entry_id) for e in run], waits)
             else:
                 slots = [SlotEvent.decode(e.payload) for e in run]
                 await upsert_slots(conn, [s.slot for s in slots])

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from engine import Engine, Hold, Slot
 from engine.client import RedisClient
 
 from .db import Pool
+from .waitlist import entries_for_restore, upsert_entries
 from .drain import drain_stream
 from .records import (
     HOLD_COLUMNS,
@@ -58,8 +60,10 @@ async def restore_partition(engine: Engine, redis: RedisClient, pool: Pool, part
     await engine.reset_partition(partition)
     await drain_stream(engine, redis, pool, partition)
     slots, holds = await snapshot(pool, settings.partitions, partition, settings.idempotency_ttl_s)
+    since = datetime.now(UTC) - timedelta(seconds=settings.finished_retention_s)
+    entries = await entries_for_restore(pool, [s.slot_id for s in slots], since)
     epoch = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
-    await engine.load_partition(partition, slots, holds, epoch=epoch)
+    await engine.load_partition(partition, slots, holds, epoch=epoch, entries=entries)
     return len(holds)
 
 
@@ -97,7 +101,9 @@ async def restore_from_redis(engine: Engine, pool: Pool, partition: int) -> int:
     """Make PostgreSQL's current state match Redis for one partition (Redis wins)."""
     slots = await engine.partition_slots(partition)
     holds = await engine.partition_holds(partition)
+    entries = await engine.waitlist.partition_entries(partition)
     async with pool.acquire() as conn, conn.transaction():
         await upsert_slots(conn, slots)
         await upsert_holds(conn, holds, newer_only=False)
+        await upsert_entries(conn, entries)
     return len(holds)
