@@ -11,7 +11,6 @@ from engine import Engine, Hold, Slot
 from engine.client import RedisClient
 
 from .db import Pool
-from .waitlist import entries_for_restore, upsert_entries
 from .drain import drain_stream
 from .records import (
     HOLD_COLUMNS,
@@ -21,6 +20,7 @@ from .records import (
     upsert_holds,
     upsert_slots,
 )
+from .waitlist import entries_for_restore, upsert_entries
 
 __all__ = ["ensure_partitions", "restore_partition", "snapshot"]
 

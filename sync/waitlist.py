@@ -13,7 +13,14 @@ from engine import WaitEntry
 from .db import Conn, Pool
 from .records import at, ms
 
-__all__ = ["entries_for_restore", "entry_rows", "upsert_entries", "write_events"]
+__all__ = [
+    "check_entries",
+    "entries_for_restore",
+    "entry_rows",
+    "upsert_entries",
+    "waitlist_counts",
+    "write_events",
+]
 
 _COLUMNS = (
     "entry_id, slot_id, user_id, quantity, status, idempotency_key, seq, joined_at,"
@@ -125,3 +132,53 @@ async def entries_for_restore(
         since,
     )
     return [_entry(r) for r in rows]
+
+
+async def check_entries(
+    redis_entries: Sequence[WaitEntry], pool: Pool, partitions: int, partition: int
+) -> tuple[list[str], list[WaitEntry], bool]:
+    """Reconcile's part: (problems, entries PostgreSQL lacks or has older, needs a
+    rebuild). PostgreSQL ahead of Redis, or a waiting entry Redis lost, needs one."""
+    in_redis = {e.entry_id: e for e in redis_entries}
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM waitlist_entries WHERE slot_id % $1 = $2"
+        " AND (status = 'waiting' OR entry_id = ANY($3::text[]))",
+        partitions,
+        partition,
+        list(in_redis),
+    )
+    in_pg = {r["entry_id"]: _entry(r) for r in rows}
+    problems: list[str] = []
+    behind: list[WaitEntry] = []
+    rebuild = False
+    for entry_id, r in in_redis.items():
+        p = in_pg.get(entry_id)
+        if p is None or p.version < r.version:
+            was = "missing" if p is None else f"{p.status} v{p.version}"
+            problems.append(f"entry {entry_id}: redis {r.status} v{r.version}, postgres {was}")
+            behind.append(r)
+        elif p.version > r.version or p.status != r.status:
+            problems.append(
+                f"entry {entry_id}: redis {r.status} v{r.version}, postgres {p.status} v{p.version}"
+            )
+            rebuild = True
+    for entry_id, p in in_pg.items():
+        if entry_id not in in_redis and p.status == "waiting":
+            problems.append(f"entry {entry_id}: postgres waiting, missing in redis")
+            rebuild = True
+    return problems, behind, rebuild
+
+
+async def waitlist_counts(pool: Pool) -> dict[str, int]:
+    """For /metrics: entries waiting, offers made, taken (confirmed) and lapsed (expired)."""
+    row = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE w.status = 'waiting') AS waiting,"
+        " count(*) FILTER (WHERE w.status = 'offered') AS offers_made,"
+        " count(*) FILTER (WHERE h.confirmed_at IS NOT NULL) AS offers_taken,"
+        " count(*) FILTER (WHERE h.status = 'expired') AS offers_lapsed"
+        " FROM waitlist_entries w LEFT JOIN holds h ON h.hold_id = w.hold_id"
+    )
+    assert row is not None
+    return {
+        name: int(row[name]) for name in ("waiting", "offers_made", "offers_taken", "offers_lapsed")
+    }
