@@ -377,7 +377,7 @@ def _paths() -> dict[str, Any]:
 
 @cache
 def _document() -> dict[str, Any]:
-    from .openapi_feed import FEED_SCHEMAS, feed_paths  # it builds on the helpers above
+    from . import openapi_feed as feed, openapi_waitlist as waitlist  # noqa: I001 (size limit)
 
     return {
         "openapi": "3.1.0",
@@ -386,9 +386,9 @@ def _document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Slot reservation: hold, confirm, cancel; never oversell.",
         },
-        "paths": {**_paths(), **feed_paths()},
+        "paths": {**_paths(), **feed.feed_paths(), **waitlist.waitlist_paths()},
         "components": {
-            "schemas": {**_SCHEMAS, **FEED_SCHEMAS},
+            "schemas": {**_SCHEMAS, **feed.FEED_SCHEMAS, **waitlist.WAITLIST_SCHEMAS},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },

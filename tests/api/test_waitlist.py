@@ -142,3 +142,10 @@ async def test_bad_requests(h: Harness, admin: User) -> None:
     assert_problem(await h.client.get(f"/waitlist/{slot_id}-0123456789abcdef"), 401)
     closed = await new_slot(h, admin, capacity=1, state="closed")
     assert_problem(await _join(h, user, closed), 409, "slot-closed")
+
+
+async def test_metrics_count_the_waitlist(h: Harness) -> None:
+    text = (await h.client.get("/metrics")).text
+    for name in ("waiting", "offers_made", "offers_taken", "offers_lapsed"):
+        assert f'slotkeeper_waitlist{{count="{name}"}}' in text, text
+    assert "slotkeeper_waitlist_joins_total" in text
