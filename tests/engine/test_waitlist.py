@@ -90,6 +90,7 @@ async def test_offers_nobody_confirms_move_down_the_line_by_the_sweep_alone(
     assert all(e.hold is not None and e.hold.status == "expired" for e in offered)
 
 
+@pytest.mark.backends("redis", "cluster")
 async def test_whole_quantity_or_wait_and_no_overtaking(make_engine: EngineFactory) -> None:
     engine = await make_engine()
     holds = await _fill(engine, 5, 3)
