@@ -113,3 +113,18 @@ async def test_whole_quantity_or_wait_and_no_overtaking(make_engine: EngineFacto
     assert (await engine.waitlist.get(third.entry_id)).status == "offered"
     slot = await engine.slot(5)
     assert (slot.capacity, slot.remaining, slot.held) == (5, 0, 5)
+
+
+async def test_offers_per_call_are_bounded_and_the_sweep_continues(
+    make_engine: EngineFactory,
+) -> None:
+    engine = await make_engine(partitions=1)
+    await engine.create_slot(9, 0, now_ms=T0)
+    ids = [(await engine.waitlist.join(9, f"w{n}", "k", now_ms=T0))[0].entry_id for n in range(40)]
+    await engine.update_slot(9, capacity=40, now_ms=T0 + 1)  # 40 units free at once
+    statuses = [(await engine.waitlist.get(e)).status for e in ids]
+    assert statuses == ["offered"] * 32 + ["waiting"] * 8  # one call offers at most 32
+    assert await engine.sweep(0, now_ms=T0 + 2) == (0, False)
+    assert [(await engine.waitlist.get(e)).status for e in ids] == ["offered"] * 40
+    slot = await engine.slot(9)
+    assert (slot.remaining, slot.held) == (0, 40)
