@@ -57,6 +57,7 @@
 
 local K_EPOCH, K_SLOTS, K_HOLDS, K_EXPIRY, K_USER_HELD, K_FINISHED, K_EVENTS = 1, 2, 3, 4, 5, 6, 7
 local K_WAITLIST, K_WAIT_ORDER, K_WAITING, K_WAIT_LAPSE, K_WAIT_MORE = 8, 9, 10, 11, 12
+-- A script's own keys come after the partition keys: KEYS[K_EXTRA], KEYS[K_EXTRA + 1]...
 local K_EXTRA = 13
 
 -- ``clock`` is a script argument: milliseconds, or '' for redis TIME.
