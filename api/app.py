@@ -25,6 +25,7 @@ from . import (
     hold_routes,
     ops_routes,
     slot_routes,
+    waitlist_routes,
     webhook_routes,
 )
 from .context import AppContext
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
             *auth_routes.routes,
             *slot_routes.routes,
             *hold_routes.routes,
+            *waitlist_routes.routes,
             *ops_routes.routes,
             *events_routes.routes,
             *webhook_routes.routes,

@@ -104,7 +104,7 @@ async def asset(request: Request) -> Response:
 
 
 async def slots(request: Request) -> Response:
-    """Slots with their confirmed / held / remaining units, for the bars."""
+    """Slots with their confirmed / held / remaining units (and waiting), for the bars."""
     ctx: AppContext = request.app.state.ctx
     require_admin(await ctx.tokens.authenticate(request))
     q = request.query_params
@@ -122,6 +122,7 @@ async def slots(request: Request) -> Response:
         found = [await ctx.engine.slot(only)]
     else:
         found = await ctx.engine.availability()
+    waiting = await ctx.engine.waitlist.waiting(s.slot_id for s in found)
     out = []
     for slot in found:
         if start is not None or end is not None:
@@ -138,6 +139,7 @@ async def slots(request: Request) -> Response:
                 "held": slot.held,
                 "confirmed": slot.confirmed,
                 "state": slot.state,
+                "waiting": w.units if (w := waiting.get(slot.slot_id)) else 0,
                 **slot.attributes,
             }
         )

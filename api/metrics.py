@@ -31,6 +31,19 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.waitlist_joins = Counter(
+            "slotkeeper_waitlist_joins_total",
+            "Waitlist joins by outcome (waiting, offered, replayed, WaitingLimit, ...).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.waitlist = Gauge(
+            "slotkeeper_waitlist",
+            "Waitlist counts from the durable record: entries waiting now, offers made,"
+            " offers taken (their hold confirmed), offers lapsed (their hold expired).",
+            ["count"],
+            registry=self.registry,
+        )
         self.sync_lag = Gauge(
             "slotkeeper_sync_lag_seconds",
             "Age of the oldest event not yet written to PostgreSQL.",

@@ -354,7 +354,8 @@ def _paths() -> dict[str, Any]:
 
 @cache
 def _document() -> dict[str, Any]:
-    from .openapi_feed import FEED_SCHEMAS, feed_paths  # it builds on the helpers above
+    from . import openapi_feed as feed
+    from . import openapi_waitlist as waitlist
 
     return {
         "openapi": "3.1.0",
@@ -363,9 +364,9 @@ def _document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Slot reservation: hold, confirm, cancel; never oversell.",
         },
-        "paths": {**_paths(), **feed_paths()},
+        "paths": {**_paths(), **feed.feed_paths(), **waitlist.waitlist_paths()},
         "components": {
-            "schemas": {**_SCHEMAS, **FEED_SCHEMAS},
+            "schemas": {**_SCHEMAS, **feed.FEED_SCHEMAS, **waitlist.WAITLIST_SCHEMAS},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },

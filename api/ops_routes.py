@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from sync.drain import sync_lag_ms
 from sync.service import read_counters
+from sync.waitlist import waitlist_counts
 
 from .context import AppContext
 from .http import json_response
@@ -80,6 +81,8 @@ async def metrics(request: Request) -> Response:
             expired, drift = await read_counters(ctx.engine, ctx.redis)
             ctx.metrics.expired.set(expired)
             ctx.metrics.drift.set(drift)
+            for name, value in (await waitlist_counts(ctx.pool)).items():
+                ctx.metrics.waitlist.labels(name).set(value)
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

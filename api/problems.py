@@ -29,6 +29,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "capacity-below-committed": (409, "Capacity below what is held and confirmed"),
     "user-hold-limit": (409, "Too many units held on this slot"),
     "hold-cancelled": (409, "Hold was cancelled"),
+    "waiting-limit": (409, "Too many waitlist entries on this slot"),
     "hold-expired": (410, "Hold has expired"),
     "payload-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Request body must be JSON"),
@@ -87,6 +88,15 @@ def engine_problem(exc: engine.EngineError) -> Problem:
             return Problem("not-found", f"slot {exc.slot_id} does not exist")
         case engine.HoldNotFound() | engine.HoldArchived():
             return Problem("not-found", "hold not found")
+        case engine.EntryNotFound() | engine.EntryArchived():
+            return Problem("not-found", "waitlist entry not found")
+        case engine.WaitingLimit():
+            return Problem(
+                "waiting-limit",
+                f"you already wait {exc.waiting} times on slot {exc.slot_id}; at most {exc.limit}",
+                waiting=exc.waiting,
+                limit=exc.limit,
+            )
         case engine.SlotExists():
             return Problem("slot-exists", f"slot {exc.slot_id} already exists")
         case engine.SlotClosed():

@@ -53,6 +53,9 @@ _RANGES: dict[str, tuple[int, int]] = {
     "max_held_per_user_slot": (1, 1_000_000_000),
     "hold_rate_per_minute": (0, _NO_LIMIT),  # 0: off
     "finished_retention_s": (1, 366 * 86_400),
+    "waitlist_ttl_s": (1, 366 * 86_400),
+    "waitlist_offer_ttl_s": (1, 30 * 86_400),
+    "max_waiting_per_user_slot": (1, 1_000_000),
     "sync_claim_idle_ms": (1, 86_400_000),
     "sync_database_timeout_ms": (1, 3_600_000),
     "webhook_timeout_ms": (1, 600_000),
@@ -128,6 +131,9 @@ class Settings:
     max_held_per_user_slot: int = _ENGINE.max_held_per_user_slot
     hold_rate_per_minute: int = 600
     finished_retention_s: int = _ENGINE.finished_retention_s
+    waitlist_ttl_s: int = _ENGINE.waitlist_ttl_s
+    waitlist_offer_ttl_s: int = _ENGINE.waitlist_offer_ttl_s
+    max_waiting_per_user_slot: int = _ENGINE.max_waiting_per_user_slot
     # A sync worker's unacknowledged entries are taken over by another after this long.
     sync_claim_idle_ms: int = _SYNC.claim_idle_ms
     # Webhook delivery (sync/webhooks.py): per-attempt timeout, first retry delay
@@ -185,6 +191,9 @@ class Settings:
             finished_retention_s=self.finished_retention_s,
             min_replicas=self.redis_min_replicas,
             wait_timeout_ms=self.redis_wait_timeout_ms,
+            waitlist_ttl_s=self.waitlist_ttl_s,
+            waitlist_offer_ttl_s=self.waitlist_offer_ttl_s,
+            max_waiting_per_user_slot=self.max_waiting_per_user_slot,
         )
 
     def sync_settings(self) -> SyncSettings:

@@ -35,7 +35,11 @@ async def get_slot(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     await ctx.tokens.authenticate(request)
     slot = await ctx.engine.slot(path_id(request, "slot_id"))
-    return json_response(slot_body(slot))
+    waiting = (await ctx.engine.waitlist.waiting([slot.slot_id])).get(slot.slot_id)
+    body = slot_body(slot)
+    body["waiting"] = {"entries": waiting.entries if waiting else 0}
+    body["waiting"]["units"] = waiting.units if waiting else 0
+    return json_response(body)
 
 
 def _require_admin(principal: Principal) -> None:

@@ -6,6 +6,8 @@ from .errors import (
     CapacityBelowCommitted,
     CapacityExhausted,
     EngineError,
+    EntryArchived,
+    EntryNotFound,
     HoldArchived,
     HoldCancelled,
     HoldExpired,
@@ -17,10 +19,12 @@ from .errors import (
     SlotNotFound,
     StateUnavailable,
     UserHoldLimit,
+    WaitingLimit,
 )
 from .keys import KeySchema, new_hold_id, slot_of_hold
 from .models import Hold, HoldStatus, Outcome, Slot, SlotEvent, SlotState
 from .settings import EngineSettings
+from .waitlist_models import WaitEntry, Waiting, WaitStatus
 
 __all__ = [
     "BackendUnavailable",
@@ -29,6 +33,8 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineSettings",
+    "EntryArchived",
+    "EntryNotFound",
     "Hold",
     "HoldArchived",
     "HoldCancelled",
@@ -47,6 +53,10 @@ __all__ = [
     "SlotState",
     "StateUnavailable",
     "UserHoldLimit",
+    "WaitEntry",
+    "WaitStatus",
+    "Waiting",
+    "WaitingLimit",
     "new_hold_id",
     "slot_of_hold",
 ]

@@ -14,7 +14,7 @@ import orjson
 from . import errors
 from .client import RedisClient
 from .coalesce import Coalescer
-from .keys import MAX_SLOT_ID, KeySchema, new_hold_id, slot_of_hold
+from .keys import KeySchema, check_slot_id, check_user_id, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
 from .replicated import run_replicated
 from .replies import (
@@ -27,6 +27,8 @@ from .replies import (
 )
 from .scripts import Scripts
 from .settings import EngineSettings
+from .waitlist import Waitlist
+from .waitlist_models import WaitEntry
 
 __all__ = ["Engine"]
 
@@ -59,6 +61,7 @@ class Engine:
         self._batch = str(self.settings.housekeeping_batch)
         self._retention_ms = str(self.settings.finished_retention_s * 1000)
         self._max_held = str(self.settings.max_held_per_user_slot)
+        self.waitlist = Waitlist(redis, self._read, self._scripts, self.keys, self.settings)
 
     # -- commands -------------------------------------------------------------
 
@@ -74,8 +77,8 @@ class Engine:
         """Reserve ``quantity`` on a slot; a repeated key returns the first hold."""
         if not 1 <= quantity <= self.settings.max_quantity:
             raise ValueError(f"quantity must be 1..{self.settings.max_quantity}")
-        _check_slot_id(slot_id)
-        _check_user_id(user_id)
+        check_slot_id(slot_id)
+        check_user_id(user_id)
         if not idempotency_key:
             raise ValueError("idempotency_key must not be empty")
         partition = self.keys.partition_of(slot_id)
@@ -137,7 +140,7 @@ class Engine:
         self, script: Any, hold_id: str, user_id: str | None, now_ms: int | None
     ) -> Any:
         if user_id is not None:
-            _check_user_id(user_id)  # '' would mean "any caller" to the script
+            check_user_id(user_id)  # '' would mean "any caller" to the script
         slot_id = slot_of_hold(hold_id)
         if slot_id is None:
             raise errors.HoldNotFound(hold_id)
@@ -187,7 +190,7 @@ class Engine:
         attributes: dict[str, str] | None,
         now_ms: int | None,
     ) -> Slot:
-        _check_slot_id(slot_id)
+        check_slot_id(slot_id)
         if capacity is not None and capacity < 0:
             raise ValueError("capacity must be >= 0")
         if state not in (None, "open", "closed"):
@@ -325,6 +328,7 @@ class Engine:
         epoch: str,
         now_ms: int | None = None,
         sequence: int = 0,
+        entries: Iterable[WaitEntry] = (),
     ) -> None:
         """Replace a partition's state with a snapshot, then mark it built.
 
@@ -366,6 +370,7 @@ class Engine:
                     args=["holds", payload, _clock(now_ms), self._idempotency_ttl_ms],
                     client=self._redis,
                 )
+            await self.waitlist.load(partition, entries, now_ms=now_ms)
             await script(keys=keys, args=["commit", epoch, str(sequence)], client=self._redis)
 
     def _refusal(self, tag: str, reply: Sequence[Any], **context: Any) -> errors.EngineError:
@@ -382,17 +387,6 @@ def _queue_time(hold: Hold) -> int:
     if hold.status == "held":
         return hold.expires_at_ms
     return hold.cancelled_at_ms or hold.expired_at_ms or hold.created_at_ms
-
-
-def _check_slot_id(slot_id: int) -> None:
-    if not 0 < slot_id <= MAX_SLOT_ID:
-        raise ValueError(f"slot_id must be 1..{MAX_SLOT_ID}, got {slot_id}")
-
-
-def _check_user_id(user_id: str) -> None:
-    # ':' separates the parts of idempotency keys and per-user counters.
-    if not user_id or ":" in user_id:
-        raise ValueError(f"user_id must be non-empty and free of ':', got {user_id!r}")
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

@@ -12,6 +12,8 @@ __all__ = [
     "CapacityBelowCommitted",
     "CapacityExhausted",
     "EngineError",
+    "EntryArchived",
+    "EntryNotFound",
     "HoldArchived",
     "HoldCancelled",
     "HoldExpired",
@@ -23,6 +25,7 @@ __all__ = [
     "SlotNotFound",
     "StateUnavailable",
     "UserHoldLimit",
+    "WaitingLimit",
 ]
 
 
@@ -127,3 +130,27 @@ class NotReplicated(EngineError):
         super().__init__(f"{acknowledged} of {wanted} replicas acknowledged the write")
         self.wanted = wanted
         self.acknowledged = acknowledged
+
+
+class EntryNotFound(EngineError):
+    def __init__(self, entry_id: str) -> None:
+        super().__init__("waitlist entry not found")
+        self.entry_id = entry_id
+
+
+class WaitingLimit(EngineError):
+    """The user already waits as often as allowed on this slot."""
+
+    def __init__(self, slot_id: int, waiting: int, limit: int) -> None:
+        super().__init__(f"user already has {waiting} of at most {limit} entries waiting")
+        self.slot_id = slot_id
+        self.waiting = waiting
+        self.limit = limit
+
+
+class EntryArchived(EngineError):
+    """A replayed key names an entry Redis no longer keeps."""
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__(f"waitlist entry {entry_id} is only in the durable record")
+        self.entry_id = entry_id

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import secrets
 
-__all__ = ["MAX_SLOT_ID", "KeySchema", "new_hold_id", "slot_of_hold"]
+__all__ = [
+    "MAX_SLOT_ID",
+    "KeySchema",
+    "check_slot_id",
+    "check_user_id",
+    "new_hold_id",
+    "slot_of_hold",
+]
 
 MAX_SLOT_ID = 2**63 - 1  # a PostgreSQL bigint
 _MAX_SLOT_DIGITS = 19
@@ -22,7 +29,7 @@ class KeySchema:
 
     def _build(self, partition: int) -> list[str]:
         tag = f"{self.prefix}{{p{partition}}}:"
-        # Order is the contract of lua/lib.lua (KEYS[1..7]).
+        # Order is the contract of lua/lib.lua (KEYS[1..12]).
         return [
             tag + "epoch",
             tag + "slots",
@@ -31,13 +38,18 @@ class KeySchema:
             tag + "user_held",
             tag + "finished",
             tag + "events",
+            tag + "waitlist",
+            tag + "wait_order",
+            tag + "waiting",
+            tag + "wait_lapse",
+            tag + "wait_more",
         ]
 
     def partition_of(self, slot_id: int) -> int:
         return slot_id % self.partitions
 
     def partition(self, partition: int) -> list[str]:
-        """The seven keys every script gets first, for one partition."""
+        """The twelve keys every script gets first, for one partition."""
         return self._partition_keys[partition]
 
     def epoch(self, partition: int) -> str:
@@ -51,6 +63,19 @@ class KeySchema:
 
     def events(self, partition: int) -> str:
         return self._partition_keys[partition][6]
+
+    def waitlist(self, partition: int) -> str:
+        return self._partition_keys[partition][7]
+
+    def wait_order(self, partition: int) -> str:
+        return self._partition_keys[partition][8]
+
+    def waiting(self, partition: int) -> str:
+        return self._partition_keys[partition][9]
+
+    def wait_idempotency(self, slot_id: int, user_id: str, key: str) -> str:
+        partition = self.partition_of(slot_id)
+        return f"{self.prefix}{{p{partition}}}:widem:{slot_id}:{user_id}:{key}"
 
     def idempotency(self, slot_id: int, user_id: str, key: str) -> str:
         partition = self.partition_of(slot_id)
@@ -103,3 +128,14 @@ def slot_of_hold(hold_id: str) -> int | None:
     ):
         return None
     return int(slot)
+
+
+def check_slot_id(slot_id: int) -> None:
+    if not 0 < slot_id <= MAX_SLOT_ID:
+        raise ValueError(f"slot_id must be 1..{MAX_SLOT_ID}, got {slot_id}")
+
+
+def check_user_id(user_id: str) -> None:
+    # ':' separates the parts of idempotency keys and per-user counters.
+    if not user_id or ":" in user_id:
+        raise ValueError(f"user_id must be non-empty and free of ':', got {user_id!r}")

@@ -23,6 +23,11 @@ class EngineSettings:
     # Cancelled and expired holds stay readable in Redis this long; their history
     # lives in PostgreSQL. Bounds Redis memory by live holds, not all holds ever.
     finished_retention_s: int = 86_400
+    # Waitlist: an entry lapses after waitlist_ttl_s; an offer is a hold that
+    # lives waitlist_offer_ttl_s; one user waits at most this often per slot.
+    waitlist_ttl_s: int = 86_400
+    waitlist_offer_ttl_s: int = 300
+    max_waiting_per_user_slot: int = 1
     # Send the hold/confirm/cancel calls of one event-loop turn as one pipeline.
     coalesce: bool = True
     # When > 0, each hold/confirm/cancel is followed by WAIT on its connection
@@ -39,6 +44,9 @@ class EngineSettings:
             "max_held_per_user_slot": self.max_held_per_user_slot,
             "housekeeping_batch": self.housekeeping_batch,
             "finished_retention_s": self.finished_retention_s,
+            "waitlist_ttl_s": self.waitlist_ttl_s,
+            "waitlist_offer_ttl_s": self.waitlist_offer_ttl_s,
+            "max_waiting_per_user_slot": self.max_waiting_per_user_slot,
         }
         for name, value in positive.items():
             if value < 1:

@@ -1,13 +1,13 @@
 -- cancel.lua — cancel a hold or a booking and give its quantity back at once.
 --
--- KEYS[1..7] partition keys, as in lib.lua
+-- KEYS[1..12] partition keys, as in lib.lua
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    hold id
 -- ARGV[5]    user id that must own the hold; '' lets any caller (operators)
 -- Returns    {'cancelled', event, stream entry id}
 --            | {'unchanged', hold} (already cancelled, or expired: nothing to release)
 -- Refusals   {'state_unavailable'} | {'not_found'} (unknown or not the caller's)
--- Emits      one hold event (status 'cancelled'), or one 'expired' event when
+-- Emits      one hold event (status 'cancelled') and the waitlist offers it allows, or one 'expired' event when
 --            the hold's time had come and nobody had expired it yet
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
 
@@ -31,4 +31,6 @@ end
 give_back(hold)
 mark_finished(hold, now)
 local event = transition(hold, 'cancelled', 'ca', now)
-return {'cancelled', event, last_entry_id}
+local entry_id = last_entry_id  -- before an offer to the waitlist appends its own
+capacity_freed(hold.s, now)
+return {'cancelled', event, entry_id}

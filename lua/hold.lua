@@ -1,7 +1,7 @@
 -- hold.lua — reserve quantity on a slot for one user, once per idempotency key.
 --
--- KEYS[1..7] partition keys, as in lib.lua
--- KEYS[8]    idempotency record   {p<N>}:idem:<slot>:<user>:<key>  string "<quantity>|<hold id>"
+-- KEYS[1..12] partition keys, as in lib.lua
+-- KEYS[13]   (K_EXTRA) idempotency record   {p<N>}:idem:<slot>:<user>:<key>  string "<quantity>|<hold id>"
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    slot id
 -- ARGV[5]    user id
@@ -14,10 +14,12 @@
 -- Returns    {'created', hold}  |  {'replayed', hold}  (the hold as JSON, current state;
 --            a replayed hold that is due is expired first)
 -- Refusals   {'state_unavailable'} | {'not_found'} | {'closed'} | {'capacity', remaining}
+--            ({'capacity', 0} while anyone waits on the slot's waitlist)
 --            | {'user_limit', held} | {'idempotency_mismatch', quantity}
 --            | {'replay_archived', hold id, quantity} (hold forgotten after retention)
 --            A refusal changes nothing but housekeeping and never binds the key.
--- Emits      one hold event (status 'held') on KEYS[7] when a hold is made
+-- Emits      one hold event (status 'held') on KEYS[7] when a hold is made (and
+--            waitlist offers when housekeeping expired something)
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
 
 local now = ready(ARGV[1])
@@ -28,7 +30,7 @@ housekeep(now, ARGV[2], ARGV[3])
 
 local slot_id, user_id, quantity = ARGV[4], ARGV[5], tonumber(ARGV[6])
 
-local remembered = redis.call('GET', KEYS[8])
+local remembered = redis.call('GET', KEYS[K_EXTRA])
 if remembered then
     local first, hold_id = split_pair(remembered)
     local first_quantity = tonumber(first)
@@ -55,6 +57,12 @@ end
 if remaining < quantity then
     return {'capacity', remaining}
 end
+-- A waiting customer is never overtaken: while anyone waits for this slot, what
+-- is left belongs to the head of the line (it did not fit, or the offers stopped
+-- at their per-call bound), so nothing is available to a new hold.
+if redis.call('HEXISTS', KEYS[K_WAITING], 'n:' .. slot_id) == 1 then
+    return {'capacity', 0}
+end
 local held_by_user = tonumber(redis.call('HGET', KEYS[K_USER_HELD], slot_field(slot_id, user_id)) or '0')
 if held_by_user + quantity > tonumber(ARGV[10]) then
     return {'user_limit', held_by_user}
@@ -65,5 +73,5 @@ local hold = {
     c = now, e = now + tonumber(ARGV[8]), v = 1,
 }
 take_held(hold)
-remember_key(KEYS[8], hold, ARGV[9])
+remember_key(KEYS[K_EXTRA], hold, ARGV[9])
 return {'created', save_hold(hold, ARGV[11])}

@@ -2,7 +2,7 @@
 --
 -- engine/scripts.py prepends this file to each operation script before loading
 -- it, so each script stays one EVALSHA round trip. Every operation receives the
--- seven partition keys first, in this order (all share the hash tag {p<N>}):
+-- twelve partition keys first, in this order (all share the hash tag {p<N>}):
 --
 -- KEYS[1]  epoch marker        {p<N>}:epoch      string, written only by load_partition
 -- KEYS[2]  slots               {p<N>}:slots      hash  <slot>:cap|rem|held|conf|state|meta
@@ -10,7 +10,21 @@
 -- KEYS[4]  expiry queue        {p<N>}:expiry     list  "<expires_at>|<hold id>", oldest first
 -- KEYS[5]  held per user       {p<N>}:user_held  hash  <slot>:<user> -> held quantity
 -- KEYS[6]  finished queue      {p<N>}:finished   list  "<finished at>|<hold id>", oldest first
+--                                                (or "<at>|w:<entry id>": a waitlist entry)
 -- KEYS[7]  events              {p<N>}:events     stream, one entry per state change
+-- KEYS[8]  waitlist entries    {p<N>}:waitlist   hash  <entry id> -> entry JSON
+-- KEYS[9]  waiting order       {p<N>}:wait_order sorted set, all scores 0, members
+--                                                "<slot>:<join seq, 15 digits>:<entry id>"
+--                                                (lexicographic: one slot's entries are
+--                                                one contiguous range, in join order)
+-- KEYS[10] waiting counters    {p<N>}:waiting    hash  <slot> -> units waiting,
+--                                                n:<slot> -> entries waiting,
+--                                                u:<slot>:<user> -> that user's entries,
+--                                                seq -> the partition's join counter,
+--                                                offer_ms -> offer lifetime (last join's)
+-- KEYS[11] lapse queue         {p<N>}:wait_lapse list  "<lapses_at>|<entry id>", oldest first
+-- KEYS[12] offer backlog       {p<N>}:wait_more  set   slots whose offers stopped at the
+--                                                per-call bound (the sweep continues them)
 --
 -- and the operation scripts the same three housekeeping arguments first:
 --
@@ -42,6 +56,9 @@
 -- ever confirmed.
 
 local K_EPOCH, K_SLOTS, K_HOLDS, K_EXPIRY, K_USER_HELD, K_FINISHED, K_EVENTS = 1, 2, 3, 4, 5, 6, 7
+local K_WAITLIST, K_WAIT_ORDER, K_WAITING, K_WAIT_LAPSE, K_WAIT_MORE = 8, 9, 10, 11, 12
+-- A script's own keys come after the partition keys: KEYS[K_EXTRA], KEYS[K_EXTRA + 1]...
+local K_EXTRA = 13
 
 -- ``clock`` is a script argument: milliseconds, or '' for redis TIME.
 local function clock_ms(clock)
@@ -142,6 +159,119 @@ local function give_back(hold)
     redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'rem'), hold.q)
 end
 
+-- Capacity of slot_id was given back: offer it to the slot's waitlist (waitlist).
+--
+-- Waitlist entries are stored as compact JSON under their id ("<slot>-<16 hex>",
+-- like a hold id): u user, q quantity, st 'waiting' | 'offered' | 'left' |
+-- 'lapsed', c joined at, e lapses at, n join seq, v version, and oa offered at,
+-- h the offer's hold id, la left at, xa lapsed at. Their events (field 'w') carry
+-- the same plus i, s and, on the event that creates the entry, k, the key.
+--
+-- Offers go strictly in join order and only for an entry's whole quantity: the
+-- head entry gets a normal hold (its id is the entry's id) when it fits, and an
+-- entry that does not fit stops the loop, so nobody behind it overtakes it. At
+-- most WAITLIST_OFFERS_PER_CALL offers per call; a slot stopped by that bound
+-- joins the backlog set, which the sweep (expire.lua) works off. Also called when
+-- a waiting entry leaves or lapses (the next head may fit) and when a slot opens.
+local WAITLIST_OFFERS_PER_CALL = 32
+
+local function load_entry(entry_id)
+    local raw = redis.call('HGET', KEYS[K_WAITLIST], entry_id)
+    if not raw then
+        return nil
+    end
+    local entry = cjson.decode(raw)
+    entry.i = entry_id
+    entry.s = string.match(entry_id, '^(%d+)-')
+    return entry
+end
+
+-- Store the entry and append its event; returns the event's JSON. (Its n is the
+-- entry's place in the line, not the partition's event sequence: waitlist events
+-- do not take part in rewind detection, sync/events.py.)
+local function save_entry(entry, key)
+    local id, slot = entry.i, entry.s
+    entry.i, entry.s = nil, nil
+    redis.call('HSET', KEYS[K_WAITLIST], id, cjson.encode(entry))
+    entry.i, entry.s, entry.k = id, slot, key
+    local event = cjson.encode(entry)
+    entry.k = nil
+    redis.call('XADD', KEYS[K_EVENTS], '*', 'w', event)
+    return event
+end
+
+local function wait_member(entry)
+    return entry.s .. ':' .. string.format('%015d', entry.n) .. ':' .. entry.i
+end
+
+-- The lexicographic range of one slot's members of the waiting order.
+local function wait_range(slot_id)
+    return '[' .. slot_id .. ':', '(' .. slot_id .. ';'
+end
+
+-- Put a new entry in line: the order, the counters, the lapse queue.
+local function start_waiting(entry)
+    redis.call('ZADD', KEYS[K_WAIT_ORDER], 0, wait_member(entry))
+    redis.call('HINCRBY', KEYS[K_WAITING], entry.s, entry.q)
+    redis.call('HINCRBY', KEYS[K_WAITING], 'n:' .. entry.s, 1)
+    redis.call('HINCRBY', KEYS[K_WAITING], 'u:' .. entry.s .. ':' .. entry.u, 1)
+    redis.call('RPUSH', KEYS[K_WAIT_LAPSE], entry.e .. '|' .. entry.i)
+end
+
+-- Take a waiting entry out of line into ``status`` (its lapse queue entry stays
+-- and is skipped). Finished entries are forgotten after the hold retention.
+local function stop_waiting(entry, status, at_field, now)
+    redis.call('ZREM', KEYS[K_WAIT_ORDER], wait_member(entry))
+    if redis.call('HINCRBY', KEYS[K_WAITING], 'n:' .. entry.s, -1) <= 0 then
+        redis.call('HDEL', KEYS[K_WAITING], 'n:' .. entry.s, entry.s)
+    else
+        redis.call('HINCRBY', KEYS[K_WAITING], entry.s, -entry.q)
+    end
+    local user_field = 'u:' .. entry.s .. ':' .. entry.u
+    if redis.call('HINCRBY', KEYS[K_WAITING], user_field, -1) <= 0 then
+        redis.call('HDEL', KEYS[K_WAITING], user_field)
+    end
+    redis.call('RPUSH', KEYS[K_FINISHED], now .. '|w:' .. entry.i)
+    entry.st = status
+    entry[at_field] = now
+    entry.v = entry.v + 1
+end
+
+-- Offer the head entry of a slot a hold if its whole quantity fits; the entry,
+-- or nil when nothing was offered.
+local function offer_head(slot_id, now)
+    local min, max = wait_range(slot_id)
+    local head = redis.call('ZRANGE', KEYS[K_WAIT_ORDER], min, max, 'BYLEX', 'LIMIT', 0, 1)[1]
+    if not head then
+        return nil
+    end
+    local fields = redis.call('HMGET', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), slot_field(slot_id, 'state'))
+    local entry = load_entry(string.match(head, ':([^:]+)$'))
+    if fields[2] ~= 'open' or tonumber(fields[1] or '0') < entry.q then
+        return nil
+    end
+    stop_waiting(entry, 'offered', 'oa', now)
+    local offer_ms = tonumber(redis.call('HGET', KEYS[K_WAITING], 'offer_ms') or '300000')
+    local hold = {
+        i = entry.i, s = slot_id, u = entry.u, q = entry.q, st = 'held',
+        c = now, e = now + offer_ms, v = 1,
+    }
+    take_held(hold)
+    save_hold(hold)
+    entry.h = hold.i
+    save_entry(entry)
+    return entry
+end
+
+local function capacity_freed(slot_id, now)
+    for _ = 1, WAITLIST_OFFERS_PER_CALL do
+        if not offer_head(slot_id, now) then
+            return
+        end
+    end
+    redis.call('SADD', KEYS[K_WAIT_MORE], slot_id)
+end
+
 local function mark_finished(hold, at)
     redis.call('RPUSH', KEYS[K_FINISHED], at .. '|' .. hold.i)
 end
@@ -157,7 +287,9 @@ local function expire_hold(hold, now)
     release_held(hold)
     give_back(hold)
     mark_finished(hold, now)
-    return transition(hold, 'expired', 'xa', now)
+    local event = transition(hold, 'expired', 'xa', now)
+    capacity_freed(hold.s, now)
+    return event
 end
 
 -- Split a queue entry "<ms>|<hold id>".
@@ -204,7 +336,19 @@ local function housekeep(now, batch, retention_ms)
         end
     end)
     drain_queue(KEYS[K_FINISHED], now - tonumber(retention_ms), batch, function(_, hold_id)
-        redis.call('HDEL', KEYS[K_HOLDS], hold_id)
+        if string.sub(hold_id, 1, 2) == 'w:' then
+            redis.call('HDEL', KEYS[K_WAITLIST], string.sub(hold_id, 3))
+        else
+            redis.call('HDEL', KEYS[K_HOLDS], hold_id)
+        end
+    end)
+    drain_queue(KEYS[K_WAIT_LAPSE], now, batch, function(at, entry_id)
+        local entry = load_entry(entry_id)
+        if entry and entry.st == 'waiting' and entry.e == at then
+            stop_waiting(entry, 'lapsed', 'xa', now)
+            save_entry(entry)
+            capacity_freed(entry.s, now)
+        end
     end)
     return expired
 end
@@ -212,7 +356,8 @@ end
 -- Is the head of the expiry queue due (more work for the sweep)?
 local function expiry_due(now)
     local head = redis.call('LINDEX', KEYS[K_EXPIRY], 0)
-    return head and queue_entry(head) <= now
+    local lapse = redis.call('LINDEX', KEYS[K_WAIT_LAPSE], 0)
+    return (head and queue_entry(head) <= now) or (lapse and queue_entry(lapse) <= now)
 end
 
 -- A held hold whose time has come is expired on the spot, so no command ever

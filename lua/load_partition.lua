@@ -3,18 +3,22 @@
 -- Runs in phases so a large partition loads in bounded calls; commands are
 -- refused (no epoch marker) from 'begin' until 'commit'.
 --
--- KEYS[1..7] partition keys, as in lib.lua
--- KEYS[8..]  phase 'holds' only: the idempotency record of each hold, in order
+-- KEYS[1..12] partition keys, as in lib.lua
+-- KEYS[13..] (K_EXTRA..) phases 'holds' and 'waitlist': the idempotency record of
+--            each hold or entry, in order
 --            ('' entries are not allowed: pass a key for every hold)
--- ARGV[1]    phase: 'begin' | 'slots' | 'holds' | 'commit'
+-- ARGV[1]    phase: 'begin' | 'slots' | 'holds' | 'waitlist' | 'commit'
 -- ARGV[2]    'slots': JSON array of {id, cap, state, meta}
 --            'holds': JSON array of holds as events carry them (lib.lua: with i
 --            and k), held ones in order of expires_at, finished ones in order of
 --            finish time (the queues must stay in time order)
+--            'waitlist': JSON array of entries as events carry them (lib.lua),
+--            in join order (n), after the holds; then ARGV[5] is the offer
+--            lifetime ms and ARGV[6] the idempotency key prefix to the entry
 --            'commit': the epoch marker's value
--- ARGV[3]    'holds': clock ms ('' = redis TIME); 'commit': the partition's
---            event sequence to resume from (PostgreSQL's highest applied)
--- ARGV[4]    idempotency memory ms, 'holds' only
+-- ARGV[3]    'holds' and 'waitlist': clock ms ('' = redis TIME); 'commit': the
+--            partition's event sequence to resume from (PostgreSQL's highest applied)
+-- ARGV[4]    idempotency memory ms, 'holds' and 'waitlist'
 -- Returns    {'ok', count}
 -- Emits      nothing: a snapshot comes from the durable record, which has the events
 --
@@ -25,7 +29,8 @@ local phase = ARGV[1]
 
 if phase == 'begin' then
     redis.call('DEL', KEYS[K_EPOCH], KEYS[K_SLOTS], KEYS[K_HOLDS], KEYS[K_EXPIRY],
-        KEYS[K_USER_HELD], KEYS[K_FINISHED])
+        KEYS[K_USER_HELD], KEYS[K_FINISHED], KEYS[K_WAITLIST], KEYS[K_WAIT_ORDER],
+        KEYS[K_WAITING], KEYS[K_WAIT_LAPSE], KEYS[K_WAIT_MORE])
     return {'ok', 0}
 end
 
@@ -57,10 +62,40 @@ if phase == 'holds' then
         end
         local ttl = hold.c + idempotency_ms - now
         if hold.k and hold.k ~= '' and ttl > 0 then
-            remember_key(KEYS[7 + n], hold, ttl)
+            remember_key(KEYS[K_EXTRA - 1 + n], hold, ttl)
         end
     end
     return {'ok', #holds}
+end
+
+if phase == 'waitlist' then
+    local entries = cjson.decode(ARGV[2])
+    local now = clock_ms(ARGV[3])
+    local idempotency_ms = tonumber(ARGV[4])
+    redis.call('HSET', KEYS[K_WAITING], 'offer_ms', ARGV[5])
+    for n, entry in ipairs(entries) do
+        local key = entry.k
+        entry.k = nil
+        local id, slot = entry.i, entry.s
+        entry.i, entry.s = nil, nil
+        redis.call('HSET', KEYS[K_WAITLIST], id, cjson.encode(entry))
+        entry.i, entry.s = id, slot
+        if entry.st == 'waiting' then
+            start_waiting(entry)
+            -- The sweep offers whatever fits now (lib.lua capacity_freed).
+            redis.call('SADD', KEYS[K_WAIT_MORE], slot)
+        else
+            redis.call('RPUSH', KEYS[K_FINISHED], (entry.oa or entry.la or entry.xa or now) .. '|w:' .. id)
+        end
+        local seq = tonumber(redis.call('HGET', KEYS[K_WAITING], 'seq') or '0')
+        if entry.n > seq then
+            redis.call('HSET', KEYS[K_WAITING], 'seq', entry.n)
+        end
+        if key and key ~= '' and entry.c + idempotency_ms > now then
+            redis.call('SET', KEYS[K_EXTRA - 1 + n], entry.q .. '|' .. id, 'PX', entry.c + idempotency_ms - now)
+        end
+    end
+    return {'ok', #entries}
 end
 
 if phase == 'commit' then

@@ -1,6 +1,6 @@
 -- upsert_slot.lua — create a slot, or change its capacity, state or attributes.
 --
--- KEYS[1..7] partition keys, as in lib.lua
+-- KEYS[1..12] partition keys, as in lib.lua
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    slot id
 -- ARGV[5]    mode: 'create' (refused if it exists) or 'update' (refused if it does not)
@@ -10,7 +10,8 @@
 -- Returns    {'created' | 'updated', capacity, remaining, held, confirmed, state, attributes}
 -- Refusals   {'state_unavailable'} | {'not_found'} | {'exists'}
 --            | {'capacity_below', held + confirmed}
--- Emits      one slot event on KEYS[7]: field 's' with the slot as JSON
+-- Emits      one slot event on KEYS[7]: field 's' with the slot as JSON; then the
+--            waitlist offers that the new capacity or an opened slot allows
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
 
 local now = ready(ARGV[1])
@@ -62,5 +63,9 @@ redis.call('XADD', KEYS[K_EVENTS], '*', 's', cjson.encode({
 local outcome = 'updated'
 if not exists then
     outcome = 'created'
+elseif state == 'open' then
+    capacity_freed(slot_id, now)
+    local counts = redis.call('HMGET', KEYS[K_SLOTS], field('rem'), field('held'))
+    remaining, held = tonumber(counts[1]), tonumber(counts[2])
 end
 return {outcome, capacity, remaining, held, confirmed, state, meta}

@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from engine import Hold, SlotEvent
+from engine import Hold, SlotEvent, WaitEntry
 
-from . import feed
+from . import feed, waitlist
 from .audit import park_conflicts
 from .db import Conn, Pool
 from .records import at, upsert_holds, upsert_slots
@@ -26,7 +26,7 @@ log = logging.getLogger("slotkeeper.sync")
 class Entry:
     stream: str
     entry_id: str
-    kind: str  # 'h' hold event, 's' slot event
+    kind: str  # 'h' hold event, 's' slot event, 'w' waitlist entry event
     payload: bytes
 
 
@@ -85,6 +85,9 @@ async def _apply(conn: Conn, entries: list[Entry], *, with_feed: bool = True) ->
                 await park_conflicts(conn, events, [e.payload for e in run])
                 await upsert_holds(conn, holds, newer_only=True)
                 await conn.executemany(_INSERT_HOLD_EVENT, events)
+            elif run[0].kind == "w":
+                waits = [WaitEntry.from_stored(e.payload) for e in run]
+                await waitlist.write_events(conn, [(e.stream, e.entry_id) for e in run], waits)
             else:
                 slots = [SlotEvent.decode(e.payload) for e in run]
                 await upsert_slots(conn, [s.slot for s in slots])
@@ -110,7 +113,11 @@ async def apply_entries(conn: Conn, entries: list[Entry]) -> None:
 async def _note_sequences(conn: Conn, entries: list[Entry], rewound: set[str] | None) -> None:
     """Record each stream's highest event sequence (sync/sequence.py)."""
     for stream in dict.fromkeys(e.stream for e in entries):
-        marks = sequence_marks((e.entry_id, e.payload) for e in entries if e.stream == stream)
+        # Hold and slot events carry the partition's sequence ("n"); a waitlist
+        # entry's "n" is its place in the line.
+        marks = sequence_marks(
+            (e.entry_id, e.payload) for e in entries if e.stream == stream and e.kind in ("h", "s")
+        )
         if await note_sequences(conn, stream, marks) and rewound is not None:
             rewound.add(stream)
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # events.py calls append(): no import cycle at run time
 __all__ = ["EVENT_TYPES", "FeedEvent", "append", "latest_id", "read"]
 
 # Every type the feed can carry (`<thing>.<what happened>`); filters are checked
-# against it. hold.extended, group.* and waitlist.* arrive with their features.
+# against it. hold.extended and group.* arrive with their features.
 EVENT_TYPES = (
     "hold.held",
     "hold.confirmed",
@@ -34,6 +34,10 @@ EVENT_TYPES = (
     "hold.expired",
     "slot.created",
     "slot.updated",
+    "waitlist.waiting",
+    "waitlist.offered",
+    "waitlist.left",
+    "waitlist.lapsed",
 )
 
 # Any constant works; every writer of the feed takes the same one.
@@ -87,6 +91,30 @@ def _hold_row(entry: Entry) -> tuple[str, int, datetime, dict[str, Any]]:
         if d.get(short) is not None:
             data[name] = _iso(_at(d[short]))
     return f"hold.{status}", int(d["s"]), _at(d[_OCCURRED[status]]), data
+
+
+_ENTRY_TIMES = {"c": "joined_at", "e": "lapses_at", "oa": "offered_at"}
+_ENTRY_TIMES |= {"la": "left_at", "xa": "lapsed_at"}
+_ENTRY_OCCURRED = {"waiting": "c", "offered": "oa", "left": "la", "lapsed": "xa"}
+
+
+def _entry_row(entry: Entry) -> tuple[str, int, datetime, dict[str, Any]]:
+    d = orjson.loads(entry.payload)
+    status = d["st"]
+    data: dict[str, Any] = {
+        "entry_id": d["i"],
+        "slot_id": int(d["s"]),
+        "user_id": int(d["u"]),
+        "quantity": int(d["q"]),
+        "status": status,
+        "version": int(d["v"]),
+    }
+    if d.get("h"):
+        data["hold_id"] = d["h"]
+    for short, name in _ENTRY_TIMES.items():
+        if d.get(short) is not None:
+            data[name] = _iso(_at(d[short]))
+    return f"waitlist.{status}", int(d["s"]), _at(d[_ENTRY_OCCURRED[status]]), data
 
 
 def _slot_row(entry: Entry, created: bool) -> tuple[str, int, datetime, dict[str, Any]]:
@@ -144,12 +172,16 @@ async def append(conn: Any, entries: Sequence[Entry]) -> None:
     ``conn``'s transaction. Entries already in the feed are skipped."""
     if not entries:
         return
-    entries = [e for e in entries if e.kind in ("h", "s")]
+    entries = [e for e in entries if e.kind in ("h", "s", "w")]
     if not entries:
         return
     created = await _first_slot_entries(conn, entries)
     rows = [
-        _hold_row(e) if e.kind == "h" else _slot_row(e, (e.stream, e.entry_id) in created)
+        _hold_row(e)
+        if e.kind == "h"
+        else _entry_row(e)
+        if e.kind == "w"
+        else _slot_row(e, (e.stream, e.entry_id) in created)
         for e in entries
     ]
     # Held until commit: ids drawn after it are above every id already committed.

@@ -14,13 +14,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine import Engine, Hold
+from engine import Engine, Hold, WaitEntry
 from engine.client import RedisClient
 
 from .db import Pool
 from .drain import drain_stream
 from .records import HOLD_COLUMNS, hold_from_row, upsert_holds
 from .restore import restore_partition
+from .waitlist import check_entries, upsert_entries
 
 __all__ = ["Drift", "check_partition", "reconcile"]
 
@@ -31,6 +32,8 @@ class Drift:
     problems: list[str] = field(default_factory=list)
     # Holds Redis has at a newer version than PostgreSQL (fixable by a write).
     behind_in_postgres: list[Hold] = field(default_factory=list)
+    # Waitlist entries Redis has at a newer version than PostgreSQL.
+    entries_behind: list[WaitEntry] = field(default_factory=list)
     # PostgreSQL knows better than Redis: only a rebuild fixes it.
     needs_rebuild: bool = False
 
@@ -81,6 +84,13 @@ async def check_partition(engine: Engine, pool: Pool, partition: int) -> Drift:
         if hold_id not in redis_holds and p_hold.status in ("held", "confirmed"):
             drift.problems.append(f"hold {hold_id}: postgres {p_hold.status}, missing in redis")
             drift.needs_rebuild = True
+
+    entries = await engine.waitlist.partition_entries(partition)
+    problems, drift.entries_behind, rebuild = await check_entries(
+        entries, pool, partitions, partition
+    )
+    drift.problems.extend(problems)
+    drift.needs_rebuild = drift.needs_rebuild or rebuild
 
     # Counters: what Redis says against what the holds PostgreSQL knows add up to.
     sums: dict[int, dict[str, int]] = defaultdict(lambda: {"held": 0, "confirmed": 0})
@@ -136,6 +146,8 @@ async def reconcile(
             if repair:
                 if drift.behind_in_postgres:
                     await _repair_in_postgres(pool, drift.behind_in_postgres)
+                if drift.entries_behind:
+                    await upsert_entries(pool, drift.entries_behind)
                 if (
                     drift.needs_rebuild
                     or not (await check_partition(engine, pool, partition)).clean

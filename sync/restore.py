@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -25,6 +26,7 @@ from .records import (
     upsert_slots,
 )
 from .sequence import recorded_sequence
+from .waitlist import entries_for_restore, upsert_entries
 
 __all__ = ["ensure_partitions", "restore_partition", "snapshot"]
 
@@ -66,8 +68,12 @@ async def restore_partition(engine: Engine, redis: RedisClient, pool: Pool, part
     await _backfill_feed(pool, engine.keys.events(partition))
     slots, holds = await snapshot(pool, settings.partitions, partition, settings.idempotency_ttl_s)
     sequence = await recorded_sequence(pool, engine.keys.events(partition))
+    since = datetime.now(UTC) - timedelta(seconds=settings.finished_retention_s)
+    entries = await entries_for_restore(pool, [s.slot_id for s in slots], since)
     epoch = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
-    await engine.load_partition(partition, slots, holds, epoch=epoch, sequence=sequence)
+    await engine.load_partition(
+        partition, slots, holds, epoch=epoch, entries=entries, sequence=sequence
+    )
     return len(holds)
 
 
@@ -134,7 +140,9 @@ async def restore_from_redis(engine: Engine, pool: Pool, partition: int) -> int:
     """Make PostgreSQL's current state match Redis for one partition (Redis wins)."""
     slots = await engine.partition_slots(partition)
     holds = await engine.partition_holds(partition)
+    entries = await engine.waitlist.partition_entries(partition)
     async with pool.acquire() as conn, conn.transaction():
         await upsert_slots(conn, slots)
         await upsert_holds(conn, holds, newer_only=False)
+        await upsert_entries(conn, entries)
     return len(holds)

@@ -120,13 +120,14 @@ function updateSlot(item, slot) {
   item.querySelector("b").textContent = [`#${slot.slot_id}`, slot.label, when].filter(Boolean).join(" · ");
   item.querySelector(".numbers").textContent =
     `${slot.confirmed} confirmed · ${slot.held} held · ${slot.remaining} left of ${slot.capacity}` +
-    (slot.state === "closed" ? " · closed" : "");
+    (slot.waiting ? ` · ${slot.waiting} waiting` : "") + (slot.state === "closed" ? " · closed" : "");
   const total = Math.max(slot.capacity, slot.confirmed + slot.held, 1);
   item.querySelector(".seg.confirmed").style.width = (100 * slot.confirmed / total) + "%";
   item.querySelector(".seg.held").style.width = (100 * slot.held / total) + "%";
   item.classList.toggle("closed", slot.state === "closed");
   Object.assign(item.dataset, {
     confirmed: slot.confirmed, held: slot.held, remaining: slot.remaining, capacity: slot.capacity,
+    waiting: slot.waiting || 0,
   });
 }
 

@@ -176,6 +176,7 @@ async def test_dashboard_slots_is_for_admins_and_checks_its_query(harness: Harne
         "held": 0,
         "confirmed": 0,
         "state": "open",
+        "waiting": 0,
         "starts_at": None,
     }
     r = await h.client.get("/dashboard/slots", headers=admin.headers)

@@ -24,6 +24,7 @@ _SAMPLE_PARAMS = {
     "slot_id": "1",
     "hold_id": "no-such-hold",
     "webhook_id": "1",
+    "entry_id": "no-such-entry",
     "name": "dashboard.js",
 }
 

@@ -71,9 +71,9 @@ async def test_availability_shape_and_order(h: Harness, admin: User, user: User)
     assert found[bare]["remaining"] == 4
     for name in ("label", "starts_at", "ends_at"):
         assert found[bare].get(name) is None
-    # The listing agrees with the one-slot route.
+    # The listing agrees with the one-slot route, which also says who waits.
     one = await h.client.get(f"/slots/{full}", headers=user.headers)
-    assert one.json() == found[full]
+    assert one.json() == {**found[full], "waiting": {"entries": 0, "units": 0}}
 
 
 async def test_availability_filters(h: Harness, admin: User, user: User) -> None:

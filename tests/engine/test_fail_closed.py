@@ -30,6 +30,7 @@ T0 = 1_700_000_000_000
 TTL_MS = 300_000
 LOST = 1  # the partition that loses its state: slots 1 and 5
 KEY_NAMES = ("epoch", "slots", "holds", "expiry", "user_held", "finished", "events")
+KEY_NAMES += ("waitlist", "wait_order", "waiting", "wait_lapse", "wait_more")
 
 
 @dataclasses.dataclass
