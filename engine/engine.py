@@ -14,6 +14,7 @@ import orjson
 from . import errors
 from .client import RedisClient
 from .coalesce import Coalescer
+from .groups import Groups
 from .keys import MAX_SLOT_ID, KeySchema, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
 from .replies import (
@@ -58,6 +59,7 @@ class Engine:
         self._batch = str(self.settings.housekeeping_batch)
         self._retention_ms = str(self.settings.finished_retention_s * 1000)
         self._max_held = str(self.settings.max_held_per_user_slot)
+        self.groups = Groups(redis, self.keys, self._scripts, self.settings)
 
     # -- commands -------------------------------------------------------------
 

@@ -15,6 +15,7 @@ __all__ = [
     "HoldArchived",
     "HoldCancelled",
     "HoldExpired",
+    "HoldInGroup",
     "HoldNotFound",
     "IdempotencyMismatch",
     "SlotClosed",
@@ -116,3 +117,12 @@ class HoldCancelled(EngineError):
     def __init__(self, hold: Hold) -> None:
         super().__init__(f"hold {hold.hold_id} was cancelled")
         self.hold = hold
+
+
+class HoldInGroup(EngineError):
+    """A member of a hold group changes only with its group (engine/groups.py)."""
+
+    def __init__(self, hold: Hold, group_id: str) -> None:
+        super().__init__(f"hold {hold.hold_id} is a member of group {group_id}")
+        self.hold = hold
+        self.group_id = group_id

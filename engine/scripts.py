@@ -10,6 +10,8 @@ from redis.commands.core import AsyncScript
 __all__ = ["OPERATIONS", "Scripts", "script_source"]
 
 OPERATIONS = ("hold", "confirm", "cancel", "expire", "upsert_slot", "load_partition")
+# Hold groups (engine/groups.py).
+GROUP_OPERATIONS = ("group_part", "group_members", "group_home")
 
 
 def script_source(name: str) -> str:
@@ -25,7 +27,8 @@ class Scripts:
 
     def __init__(self, client: Any) -> None:
         self._by_name = {
-            name: AsyncScript(client, script_source(name).encode()) for name in OPERATIONS
+            name: AsyncScript(client, script_source(name).encode())
+            for name in (*OPERATIONS, *GROUP_OPERATIONS)
         }
         self.hold = self._by_name["hold"]
         self.confirm = self._by_name["confirm"]
@@ -33,6 +36,9 @@ class Scripts:
         self.expire = self._by_name["expire"]
         self.upsert_slot = self._by_name["upsert_slot"]
         self.load_partition = self._by_name["load_partition"]
+
+    def named(self, name: str) -> Any:
+        return self._by_name[name]
 
     async def load_all(self, client: Any) -> None:
         """SCRIPT LOAD every script up front (readiness); a restart reloads lazily."""

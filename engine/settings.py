@@ -23,6 +23,10 @@ class EngineSettings:
     # Cancelled and expired holds stay readable in Redis this long; their history
     # lives in PostgreSQL. Bounds Redis memory by live holds, not all holds ever.
     finished_retention_s: int = 86_400
+    # Hold groups (engine/groups.py): most items in one group, and how long a group
+    # may take to make its parts; parts of a group not held by then are released.
+    max_group_items: int = 10
+    group_pending_ms: int = 10_000
     # Send the hold/confirm/cancel calls of one event-loop turn as one pipeline.
     coalesce: bool = True
 
@@ -35,6 +39,8 @@ class EngineSettings:
             "max_held_per_user_slot": self.max_held_per_user_slot,
             "housekeeping_batch": self.housekeeping_batch,
             "finished_retention_s": self.finished_retention_s,
+            "max_group_items": self.max_group_items,
+            "group_pending_ms": self.group_pending_ms,
         }
         for name, value in positive.items():
             if value < 1:

@@ -24,7 +24,8 @@
 --
 -- A hold is stored as compact JSON under its id:
 --   u user id, q quantity, st status, c created_at, e expires_at,
---   cf confirmed_at, ca cancelled_at, xa expired_at, v version.
+--   cf confirmed_at, ca cancelled_at, xa expired_at, v version,
+--   g the hold group it is a member of (lua/group_*.lua; absent on single holds).
 -- Its events (and replies) carry the same JSON plus i, the hold id, s, its slot
 -- (the id's prefix), and, on the event that creates it, k, the idempotency key.
 -- Ids are strings; times are integer milliseconds. Every byte here is paid once
@@ -42,6 +43,7 @@
 -- ever confirmed.
 
 local K_EPOCH, K_SLOTS, K_HOLDS, K_EXPIRY, K_USER_HELD, K_FINISHED, K_EVENTS = 1, 2, 3, 4, 5, 6, 7
+local K_EXTRA = 8
 
 -- ``clock`` is a script argument: milliseconds, or '' for redis TIME.
 local function clock_ms(clock)
@@ -126,6 +128,10 @@ end
 
 local function give_back(hold)
     redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'rem'), hold.q)
+end
+
+-- Capacity of slot_id was given back: offer it to the slot's waitlist (waitlist).
+local function capacity_freed(slot_id, now)
 end
 
 local function mark_finished(hold, at)
