@@ -50,6 +50,8 @@ _RANGES: dict[str, tuple[int, int]] = {
     "max_held_per_user_slot": (1, 1_000_000_000),
     "hold_rate_per_minute": (0, _NO_LIMIT),  # 0: off
     "finished_retention_s": (1, 366 * 86_400),
+    "max_group_items": (1, 100),
+    "group_pending_ms": (100, 600_000),
     "sync_claim_idle_ms": (1, 86_400_000),
     "sync_database_timeout_ms": (1, 3_600_000),
     "webhook_timeout_ms": (1, 600_000),
@@ -117,6 +119,8 @@ class Settings:
     max_held_per_user_slot: int = _ENGINE.max_held_per_user_slot
     hold_rate_per_minute: int = 600
     finished_retention_s: int = _ENGINE.finished_retention_s
+    max_group_items: int = _ENGINE.max_group_items
+    group_pending_ms: int = _ENGINE.group_pending_ms
     # A sync worker's unacknowledged entries are taken over by another after this long.
     sync_claim_idle_ms: int = _SYNC.claim_idle_ms
     # Webhook delivery (sync/webhooks.py): per-attempt timeout, first retry delay
@@ -171,6 +175,8 @@ class Settings:
             max_quantity=self.max_quantity,
             max_held_per_user_slot=self.max_held_per_user_slot,
             finished_retention_s=self.finished_retention_s,
+            max_group_items=self.max_group_items,
+            group_pending_ms=self.group_pending_ms,
         )
 
     def sync_settings(self) -> SyncSettings:
