@@ -377,7 +377,8 @@ def _paths() -> dict[str, Any]:
 
 @cache
 def _document() -> dict[str, Any]:
-    from .openapi_feed import FEED_SCHEMAS, feed_paths  # it builds on the helpers above
+    from .openapi_feed import FEED_SCHEMAS, feed_paths  # they build on the helpers above
+    from .openapi_groups import GROUP_SCHEMAS, with_groups
 
     return {
         "openapi": "3.1.0",
@@ -386,9 +387,9 @@ def _document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Slot reservation: hold, confirm, cancel; never oversell.",
         },
-        "paths": {**_paths(), **feed_paths()},
+        "paths": with_groups({**_paths(), **feed_paths()}),
         "components": {
-            "schemas": {**_SCHEMAS, **FEED_SCHEMAS},
+            "schemas": {**_SCHEMAS, **FEED_SCHEMAS, **GROUP_SCHEMAS},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
