@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ __all__ = [
     "GroupRefused",
     "GroupStatus",
     "Member",
+    "new_group_id",
+    "slot_of_group",
 ]
 
 GroupStatus = Literal["held", "confirmed", "cancelled", "expired", "confirming", "cancelling"]
@@ -123,3 +126,25 @@ class GroupIdempotencyMismatch(EngineError):
     def __init__(self, group: Group) -> None:
         super().__init__(f"key was first used for group {group.group_id} of other items")
         self.group = group
+
+
+def new_group_id(home_slot: int) -> str:
+    """``g<slot>-<hex>``: names its home slot (so its partition), never a hold id."""
+    return f"g{home_slot}-{secrets.token_hex(8)}"
+
+
+def slot_of_group(group_id: str) -> int | None:
+    head, sep, token = group_id.partition("-")
+    slot = head[1:]
+    if (
+        not head.startswith("g")
+        or not sep
+        or not slot.isascii()
+        or not slot.isdigit()
+        or len(slot) > 19
+        or len(token) != 16
+        or any(c not in "0123456789abcdef" for c in token)
+        or not 0 < int(slot) <= 2**63 - 1
+    ):
+        return None
+    return int(slot)

@@ -24,7 +24,6 @@ what a dead process left. The lua headers (lua/group_*.lua) give each step's rul
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -43,6 +42,8 @@ from .group_models import (
     GroupOutcome,
     GroupRefused,
     Member,
+    new_group_id,
+    slot_of_group,
 )
 from .keys import KeySchema, new_hold_id
 from .models import Hold
@@ -51,28 +52,6 @@ from .scripts import Scripts
 from .settings import EngineSettings
 
 __all__ = ["Groups", "new_group_id", "slot_of_group"]
-
-
-def new_group_id(home_slot: int) -> str:
-    """``g<slot>-<hex>``: names its home slot (so its partition), never a hold id."""
-    return f"g{home_slot}-{secrets.token_hex(8)}"
-
-
-def slot_of_group(group_id: str) -> int | None:
-    head, sep, token = group_id.partition("-")
-    slot = head[1:]
-    if (
-        not head.startswith("g")
-        or not sep
-        or not slot.isascii()
-        or not slot.isdigit()
-        or len(slot) > 19
-        or len(token) != 16
-        or any(c not in "0123456789abcdef" for c in token)
-        or not 0 < int(slot) <= 2**63 - 1
-    ):
-        return None
-    return int(slot)
 
 
 def _clock(now_ms: int | None) -> str:
@@ -153,7 +132,7 @@ class Groups:
             if text(reply[0]) == "begun":
                 group = Group.decode(reply[1])
                 return GroupOutcome(await self._make(group, user_id, now_ms), changed=True)
-            replayed = await self._replay(text(reply[1]), user_id, items, now_ms)
+            replayed = await self._replay(text(reply[1]), user_id, idempotency_key, items, now_ms)
             if replayed is not None:
                 return replayed
         raise errors.BackendUnavailable("the group's idempotency key is contended")
@@ -248,17 +227,24 @@ class Groups:
         return True
 
     async def _replay(
-        self, group_id: str, user_id: str, items: Sequence[GroupItem], now_ms: int | None
+        self, group_id: str, user_id: str, key: str, items: Sequence[GroupItem], now_ms: int | None
     ) -> GroupOutcome | None:
         """The group a key made; waits while a concurrent copy is still making it.
-        None: that copy failed (the key is free again)."""
+        None: that copy failed (the key is free again). A group Redis no longer keeps
+        while its key is still bound (retention below the key's memory): 404."""
         waited = 0.0
         while True:
             try:
                 group = await self.get(group_id, user_id, now_ms=now_ms)
             except GroupNotFound:
                 raw = await self._read_raw(group_id)
-                if raw is None or orjson.loads(raw)["st"] != "pending":
+                if raw is None:
+                    async with redis_errors():
+                        bound = await self._redis.get(self._home_keys(group_id, user_id, key)[8])
+                    if bound is not None and text(bound) == group_id:
+                        raise
+                    return None
+                if orjson.loads(raw)["st"] != "pending":
                     return None
                 if waited > 2 * self._pending_ms / 1000:
                     raise errors.BackendUnavailable("a copy of this request is still on") from None

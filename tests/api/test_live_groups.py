@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ async def test_api_killed_mid_groups_leaks_nothing(database: str, tmp_path: Path
         server.client(max_connections=100) as client,
     ):
         admin = await server.user(client, admin=True)
-        slots = [await server.slot(client, admin, 40) for _ in range(_SLOTS)]
+        slots = [await server.slot(client, admin, 100) for _ in range(_SLOTS)]
         users = [await server.user(client) for _ in range(3)]
         rng = random.Random(13)
 
@@ -51,11 +53,20 @@ async def test_api_killed_mid_groups_leaks_nothing(database: str, tmp_path: Path
             return sum([await server.redis.zcard(key) for key in due])
 
         tasks = [asyncio.create_task(group(n)) for n in range(_GROUPS)]
-        # Kill as soon as groups are being made (pending records in their due sets).
+        # Freeze the process while groups are half-made (pending records in their due
+        # sets, which a frozen process cannot commit), then kill it: no shutdown, no
+        # cleanup. If the records were committed meanwhile, let it run and try again.
+        pid = server.process.pid
         for _ in range(1_000_000):  # polls Redis; bounded all the same
-            if await half_made() >= 3 or all(t.done() for t in tasks):
-                break
-        server.process.kill()  # SIGKILL: no shutdown, no cleanup
+            if all(t.done() for t in tasks):
+                raise AssertionError("every group finished before the kill")
+            if await half_made() >= 1:
+                os.kill(pid, signal.SIGSTOP)
+                await asyncio.sleep(0.1)  # commands already sent finish in Redis
+                if await half_made() >= 1:
+                    break
+                os.kill(pid, signal.SIGCONT)
+        server.process.kill()  # SIGKILL
         statuses = Counter(await asyncio.gather(*tasks))
         assert set(statuses) <= {201, 0}, statuses
 
@@ -85,4 +96,4 @@ async def test_api_killed_mid_groups_leaks_nothing(database: str, tmp_path: Path
         for slot_id in slots:
             s = await engine.slot(slot_id)
             assert s.held == per_slot[slot_id]
-            assert s.capacity == s.remaining + s.held + s.confirmed == 40
+            assert s.capacity == s.remaining + s.held + s.confirmed == 100
