@@ -22,6 +22,7 @@ from . import (
     auth_routes,
     dashboard,
     events_routes,
+    group_routes,
     hold_routes,
     ops_routes,
     slot_routes,
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         routes=[
             *auth_routes.routes,
             *slot_routes.routes,
+            *group_routes.routes,
             *hold_routes.routes,
             *waitlist_routes.routes,
             *ops_routes.routes,

@@ -44,6 +44,12 @@ class Metrics:
             ["count"],
             registry=self.registry,
         )
+        self.groups = Counter(
+            "slotkeeper_groups_total",
+            "Hold group calls by command (hold, confirm, cancel) and outcome.",
+            ["command", "outcome"],
+            registry=self.registry,
+        )
         self.sync_lag = Gauge(
             "slotkeeper_sync_lag_seconds",
             "Age of the oldest event not yet written to PostgreSQL.",

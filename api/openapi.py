@@ -355,6 +355,7 @@ def _paths() -> dict[str, Any]:
 @cache
 def _document() -> dict[str, Any]:
     from . import openapi_feed as feed
+    from . import openapi_groups as groups
     from . import openapi_waitlist as waitlist
 
     return {
@@ -364,9 +365,14 @@ def _document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Slot reservation: hold, confirm, cancel; never oversell.",
         },
-        "paths": {**_paths(), **feed.feed_paths(), **waitlist.waitlist_paths()},
+        "paths": groups.with_groups({**_paths(), **feed.feed_paths(), **waitlist.waitlist_paths()}),
         "components": {
-            "schemas": {**_SCHEMAS, **feed.FEED_SCHEMAS, **waitlist.WAITLIST_SCHEMAS},
+            "schemas": {
+                **_SCHEMAS,
+                **feed.FEED_SCHEMAS,
+                **waitlist.WAITLIST_SCHEMAS,
+                **groups.GROUP_SCHEMAS,
+            },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },

@@ -31,6 +31,10 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "hold-cancelled": (409, "Hold was cancelled"),
     "waiting-limit": (409, "Too many waitlist entries on this slot"),
     "hold-expired": (410, "Hold has expired"),
+    "group-refused": (409, "An item of the group cannot be held; nothing was held"),
+    "group-member": (409, "Hold is a member of a group; change the group"),
+    "group-cancelled": (409, "Group was cancelled"),
+    "group-expired": (410, "Group has expired"),
     "payload-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Request body must be JSON"),
     "validation-error": (422, "Request body is invalid"),
@@ -130,6 +134,34 @@ def engine_problem(exc: engine.EngineError) -> Problem:
             return Problem("hold-expired", f"hold {exc.hold.hold_id} has expired")
         case engine.HoldCancelled():
             return Problem("hold-cancelled", f"hold {exc.hold.hold_id} was cancelled")
+        case engine.GroupNotFound():
+            return Problem("not-found", "group not found")
+        case engine.GroupRefused():
+            cause = engine_problem(exc.cause)
+            return Problem(
+                "group-refused",
+                f"item {exc.index} (slot {exc.slot_id}): {cause.detail}; nothing was held",
+                item={"index": exc.index, "slot_id": exc.slot_id},
+                reason=cause.slug,
+                **cause.extra,
+            )
+        case engine.HoldInGroup():
+            return Problem(
+                "group-member",
+                f"hold {exc.hold.hold_id} is a member of group {exc.group_id}:"
+                f" confirm or cancel the group",
+                group_id=exc.group_id,
+            )
+        case engine.GroupExpired():
+            return Problem("group-expired", f"group {exc.group.group_id} has expired")
+        case engine.GroupCancelled():
+            return Problem("group-cancelled", f"group {exc.group.group_id} was cancelled")
+        case engine.GroupIdempotencyMismatch():
+            return Problem(
+                "idempotency-mismatch",
+                "this Idempotency-Key was first used for a group of other items",
+                group_id=exc.group.group_id,
+            )
         case engine.StateUnavailable():
             return Problem(
                 "state-unavailable",

@@ -56,6 +56,8 @@ _RANGES: dict[str, tuple[int, int]] = {
     "waitlist_ttl_s": (1, 366 * 86_400),
     "waitlist_offer_ttl_s": (1, 30 * 86_400),
     "max_waiting_per_user_slot": (1, 1_000_000),
+    "max_group_items": (1, 100),
+    "group_pending_ms": (100, 600_000),
     "sync_claim_idle_ms": (1, 86_400_000),
     "sync_database_timeout_ms": (1, 3_600_000),
     "webhook_timeout_ms": (1, 600_000),
@@ -134,6 +136,8 @@ class Settings:
     waitlist_ttl_s: int = _ENGINE.waitlist_ttl_s
     waitlist_offer_ttl_s: int = _ENGINE.waitlist_offer_ttl_s
     max_waiting_per_user_slot: int = _ENGINE.max_waiting_per_user_slot
+    max_group_items: int = _ENGINE.max_group_items
+    group_pending_ms: int = _ENGINE.group_pending_ms
     # A sync worker's unacknowledged entries are taken over by another after this long.
     sync_claim_idle_ms: int = _SYNC.claim_idle_ms
     # Webhook delivery (sync/webhooks.py): per-attempt timeout, first retry delay
@@ -194,6 +198,8 @@ class Settings:
             waitlist_ttl_s=self.waitlist_ttl_s,
             waitlist_offer_ttl_s=self.waitlist_offer_ttl_s,
             max_waiting_per_user_slot=self.max_waiting_per_user_slot,
+            max_group_items=self.max_group_items,
+            group_pending_ms=self.group_pending_ms,
         )
 
     def sync_settings(self) -> SyncSettings:

@@ -14,6 +14,7 @@ import orjson
 from . import errors
 from .client import RedisClient
 from .coalesce import Coalescer
+from .groups import Groups
 from .keys import KeySchema, check_slot_id, check_user_id, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
 from .replicated import run_replicated
@@ -62,6 +63,7 @@ class Engine:
         self._retention_ms = str(self.settings.finished_retention_s * 1000)
         self._max_held = str(self.settings.max_held_per_user_slot)
         self.waitlist = Waitlist(redis, self._read, self._scripts, self.keys, self.settings)
+        self.groups = Groups(redis, self.keys, self._scripts, self.settings)
 
     # -- commands -------------------------------------------------------------
 

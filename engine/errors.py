@@ -17,6 +17,7 @@ __all__ = [
     "HoldArchived",
     "HoldCancelled",
     "HoldExpired",
+    "HoldInGroup",
     "HoldNotFound",
     "IdempotencyMismatch",
     "NotReplicated",
@@ -154,3 +155,12 @@ class EntryArchived(EngineError):
     def __init__(self, entry_id: str) -> None:
         super().__init__(f"waitlist entry {entry_id} is only in the durable record")
         self.entry_id = entry_id
+
+
+class HoldInGroup(EngineError):
+    """A member of a hold group changes only with its group (engine/groups.py)."""
+
+    def __init__(self, hold: Hold, group_id: str) -> None:
+        super().__init__(f"hold {hold.hold_id} is a member of group {group_id}")
+        self.hold = hold
+        self.group_id = group_id

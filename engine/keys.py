@@ -81,6 +81,16 @@ class KeySchema:
         partition = self.partition_of(slot_id)
         return f"{self.prefix}{{p{partition}}}:idem:{slot_id}:{user_id}:{key}"
 
+    # Hold groups (engine/groups.py) live in their home partition.
+    def group(self, partition: int, group_id: str) -> str:
+        return f"{self.prefix}{{p{partition}}}:group:{group_id}"
+
+    def group_idempotency(self, partition: int, user_id: str, key: str) -> str:
+        return f"{self.prefix}{{p{partition}}}:gidem:{user_id}:{key}"
+
+    def groups_due(self, partition: int) -> str:
+        return f"{self.prefix}{{p{partition}}}:groups_due"
+
     # -- keys outside the partitions (no hash tag: one key each) ------------------
 
     def lock(self, duty: str) -> str:

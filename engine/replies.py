@@ -20,7 +20,7 @@ from redis.exceptions import (
 )
 
 from . import errors
-from .models import Slot
+from .models import Hold, Slot
 
 __all__ = ["SLOT_FIELDS", "redis_errors", "refusal", "slot_from_fields", "slots_from_hash", "text"]
 
@@ -76,6 +76,9 @@ def refusal(
             return errors.UserHoldLimit(slot_id, int(reply[1]), held_limit)
         case "idempotency_mismatch":
             return errors.IdempotencyMismatch(slot_id, int(reply[1]))
+        case "group_member":
+            hold = orjson.loads(reply[1])
+            return errors.HoldInGroup(Hold.from_stored(reply[1]), str(hold["g"]))
         case "replay_archived":
             return errors.HoldArchived(text(reply[1]))
     raise RuntimeError(f"unexpected script reply {tag!r}")

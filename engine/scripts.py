@@ -19,6 +19,8 @@ OPERATIONS = (
     "wait_join",
     "wait_leave",
 )
+# Hold groups (engine/groups.py).
+GROUP_OPERATIONS = ("group_part", "group_members", "group_home")
 
 
 def script_source(name: str) -> str:
@@ -34,7 +36,8 @@ class Scripts:
 
     def __init__(self, client: Any) -> None:
         self._by_name = {
-            name: AsyncScript(client, script_source(name).encode()) for name in OPERATIONS
+            name: AsyncScript(client, script_source(name).encode())
+            for name in (*OPERATIONS, *GROUP_OPERATIONS)
         }
         self.hold = self._by_name["hold"]
         self.confirm = self._by_name["confirm"]
@@ -44,6 +47,9 @@ class Scripts:
         self.load_partition = self._by_name["load_partition"]
         self.wait_join = self._by_name["wait_join"]
         self.wait_leave = self._by_name["wait_leave"]
+
+    def named(self, name: str) -> Any:
+        return self._by_name[name]
 
     async def load_all(self, client: Any) -> None:
         """SCRIPT LOAD every script up front (readiness); a restart reloads lazily."""

@@ -28,6 +28,10 @@ class EngineSettings:
     waitlist_ttl_s: int = 86_400
     waitlist_offer_ttl_s: int = 300
     max_waiting_per_user_slot: int = 1
+    # Hold groups (engine/groups.py): most items in one group, and how long a group
+    # may take to make its parts; parts of a group not held by then are released.
+    max_group_items: int = 10
+    group_pending_ms: int = 10_000
     # Send the hold/confirm/cancel calls of one event-loop turn as one pipeline.
     coalesce: bool = True
     # When > 0, each hold/confirm/cancel is followed by WAIT on its connection
@@ -47,6 +51,8 @@ class EngineSettings:
             "waitlist_ttl_s": self.waitlist_ttl_s,
             "waitlist_offer_ttl_s": self.waitlist_offer_ttl_s,
             "max_waiting_per_user_slot": self.max_waiting_per_user_slot,
+            "max_group_items": self.max_group_items,
+            "group_pending_ms": self.group_pending_ms,
         }
         for name, value in positive.items():
             if value < 1:

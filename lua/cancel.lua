@@ -7,6 +7,7 @@
 -- Returns    {'cancelled', event, stream entry id}
 --            | {'unchanged', hold} (already cancelled, or expired: nothing to release)
 -- Refusals   {'state_unavailable'} | {'not_found'} (unknown or not the caller's)
+--            | {'group_member', hold} (a hold group's member: see group_members.lua)
 -- Emits      one hold event (status 'cancelled') and the waitlist offers it allows, or one 'expired' event when
 --            the hold's time had come and nobody had expired it yet
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
@@ -19,6 +20,10 @@ housekeep(now, ARGV[2], ARGV[3])
 local hold = owned_hold(ARGV[4], ARGV[5], now)
 if not hold then
     return {'not_found'}
+end
+-- A member of a hold group changes only with its group (lua/group_members.lua).
+if hold.g then
+    return {'group_member', cjson.encode(hold)}
 end
 
 if hold.st == 'held' then

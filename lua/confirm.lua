@@ -6,6 +6,7 @@
 -- ARGV[5]    user id that must own the hold; '' lets any caller (operators)
 -- Returns    {'confirmed', event, stream entry id} | {'unchanged', hold} (was already confirmed)
 -- Refusals   {'state_unavailable'} | {'not_found'} (unknown or not the caller's)
+--            | {'group_member', hold} (a hold group's member: see group_members.lua)
 --            | {'expired', hold} | {'cancelled', hold}
 -- Emits      one hold event (status 'confirmed'), or one 'expired' event when
 --            the hold's time had come and nobody had expired it yet
@@ -21,6 +22,10 @@ housekeep(now, ARGV[2], ARGV[3])
 local hold = owned_hold(ARGV[4], ARGV[5], now)
 if not hold then
     return {'not_found'}
+end
+-- A member of a hold group changes only with its group (lua/group_members.lua).
+if hold.g then
+    return {'group_member', cjson.encode(hold)}
 end
 
 if hold.st == 'confirmed' then

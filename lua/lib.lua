@@ -38,7 +38,8 @@
 --
 -- A hold is stored as compact JSON under its id:
 --   u user id, q quantity, st status, c created_at, e expires_at,
---   cf confirmed_at, ca cancelled_at, xa expired_at, v version.
+--   cf confirmed_at, ca cancelled_at, xa expired_at, v version,
+--   g the hold group it is a member of (lua/group_*.lua; absent on single holds).
 -- Its events (and replies) carry the same JSON plus i, the hold id, s, its slot
 -- (the id's prefix), and, on the event that creates it, k, the idempotency key.
 -- Ids are strings; times are integer milliseconds. Every byte here is paid once

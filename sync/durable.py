@@ -16,18 +16,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import asyncpg
 
-from engine import Engine, Outcome
+from engine import Engine, GroupOutcome, Hold, Outcome
 from engine.sequence import fail_closed
 
 from .events import Entry, apply_entries
 from .records import upsert_holds
 from .sequence import note_sequences, sequence_marks
 
-__all__ = ["ConfirmRefused", "DurableUnavailable", "change_durably", "write_through"]
+__all__ = [
+    "ConfirmRefused",
+    "DurableUnavailable",
+    "change_durably",
+    "change_group_durably",
+    "write_through",
+]
 
 log = logging.getLogger("slotkeeper.sync")
 
@@ -110,5 +117,49 @@ async def change_durably(
         cancelled = await engine.cancel(hold_id, None)
         with contextlib.suppress(ConfirmRefused, DurableUnavailable):
             await write_through(engine, redis, pool, cancelled)
+        raise
+    return outcome
+
+
+async def _write_holds(pool: Any, holds: Sequence[Hold]) -> None:
+    """The holds' current state in one transaction: all of them, or none."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await upsert_holds(conn, holds, newer_only=True)
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name != _ARBITER:
+            raise
+        first = holds[0]
+        raise ConfirmRefused(first.hold_id, first.slot_id) from exc
+    except _UNREACHABLE as exc:
+        raise DurableUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def change_group_durably(
+    engine: Engine,
+    pool: Any,
+    command: Literal["confirm", "cancel"],
+    group_id: str,
+    user_id: str | None,
+) -> GroupOutcome:
+    """Confirm or cancel a hold group; a confirm, and the cancel of a confirmed
+    group, return only once PostgreSQL has every member (one transaction, so all
+    members or none; the drain adds their audit rows and feed events later).
+
+    Raises DurableUnavailable (kept in Redis; a retry completes it), or
+    ConfirmRefused after cancelling the group in Redis, as change_durably does.
+    """
+    groups = engine.groups
+    change = groups.confirm if command == "confirm" else groups.cancel
+    outcome = await change(group_id, user_id)
+    holds = outcome.group.holds
+    if command == "cancel" and all(h.confirmed_at_ms is None for h in holds):
+        return outcome  # held, not booked: Redis-first like holds
+    try:
+        await _write_holds(pool, holds)
+    except ConfirmRefused:
+        cancelled = await groups.cancel(group_id, None)
+        with contextlib.suppress(ConfirmRefused, DurableUnavailable):
+            await _write_holds(pool, cancelled.group.holds)
         raise
     return outcome

@@ -26,7 +26,7 @@ log = logging.getLogger("slotkeeper.sync")
 class Entry:
     stream: str
     entry_id: str
-    kind: str  # 'h' hold event, 's' slot event, 'w' waitlist entry event
+    kind: str  # 'h' hold event, 's' slot event, 'w' waitlist entry event, 'g' group event
     payload: bytes
 
 
@@ -68,6 +68,31 @@ INSERT INTO slot_events (stream, entry_id, slot_id, capacity, state, attributes,
 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
 ON CONFLICT DO NOTHING
 """
+_INSERT_GROUP_EVENT = """
+INSERT INTO group_events (stream, entry_id, group_id, user_id, status, version, expires_at,
+                          members, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
+ON CONFLICT DO NOTHING
+"""
+
+
+def _group_event(entry: Entry) -> tuple[Any, ...]:
+    """A group event (lua/group_home.lua): the group JSON plus t, when it happened."""
+    d = orjson.loads(entry.payload)
+    members = [[str(m[0]), int(m[1]), int(m[2])] for m in d["m"]]
+    return (
+        entry.stream,
+        entry.entry_id,
+        str(d["i"]),
+        int(d["u"]),
+        str(d["st"]),
+        int(d["v"]),
+        at(int(d["e"])),
+        orjson.dumps(members).decode(),
+        at(int(d["t"])),
+    )
+
+
 _INSERT_REJECT = """
 INSERT INTO sync_rejects (stream, entry_id, payload, error) VALUES ($1, $2, $3, $4)
 ON CONFLICT DO NOTHING
@@ -88,6 +113,8 @@ async def _apply(conn: Conn, entries: list[Entry], *, with_feed: bool = True) ->
             elif run[0].kind == "w":
                 waits = [WaitEntry.from_stored(e.payload) for e in run]
                 await waitlist.write_events(conn, [(e.stream, e.entry_id) for e in run], waits)
+            elif run[0].kind == "g":
+                await conn.executemany(_INSERT_GROUP_EVENT, [_group_event(e) for e in run])
             else:
                 slots = [SlotEvent.decode(e.payload) for e in run]
                 await upsert_slots(conn, [s.slot for s in slots])

@@ -26,12 +26,15 @@ if TYPE_CHECKING:  # events.py calls append(): no import cycle at run time
 __all__ = ["EVENT_TYPES", "FeedEvent", "append", "latest_id", "read"]
 
 # Every type the feed can carry (`<thing>.<what happened>`); filters are checked
-# against it. hold.extended and group.* arrive with their features.
+# against it. hold.extended arrives with its feature.
 EVENT_TYPES = (
     "hold.held",
     "hold.confirmed",
     "hold.cancelled",
     "hold.expired",
+    "group.held",
+    "group.confirmed",
+    "group.cancelled",
     "slot.created",
     "slot.updated",
     "waitlist.waiting",
@@ -117,6 +120,23 @@ def _entry_row(entry: Entry) -> tuple[str, int, datetime, dict[str, Any]]:
     return f"waitlist.{status}", int(d["s"]), _at(d[_ENTRY_OCCURRED[status]]), data
 
 
+def _group_row(entry: Entry) -> tuple[str, int | None, datetime, dict[str, Any]]:
+    """One row per group event, slot_id null (a group spans slots): the members,
+    with their slots, are in its data (docs/decisions.md, "Hold groups")."""
+    d = orjson.loads(entry.payload)
+    data: dict[str, Any] = {
+        "group_id": d["i"],
+        "user_id": int(d["u"]),
+        "status": d["st"],
+        "version": int(d["v"]),
+        "expires_at": _iso(_at(d["e"])),
+        "members": [
+            {"hold_id": str(m[0]), "slot_id": int(m[1]), "quantity": int(m[2])} for m in d["m"]
+        ],
+    }
+    return f"group.{d['st']}", None, _at(d["t"]), data
+
+
 def _slot_row(entry: Entry, created: bool) -> tuple[str, int, datetime, dict[str, Any]]:
     d = orjson.loads(entry.payload)
     attrs = orjson.loads(d["meta"]) if d.get("meta") else {}
@@ -172,7 +192,7 @@ async def append(conn: Any, entries: Sequence[Entry]) -> None:
     ``conn``'s transaction. Entries already in the feed are skipped."""
     if not entries:
         return
-    entries = [e for e in entries if e.kind in ("h", "s", "w")]
+    entries = [e for e in entries if e.kind in ("h", "s", "w", "g")]
     if not entries:
         return
     created = await _first_slot_entries(conn, entries)
@@ -181,6 +201,8 @@ async def append(conn: Any, entries: Sequence[Entry]) -> None:
         if e.kind == "h"
         else _entry_row(e)
         if e.kind == "w"
+        else _group_row(e)
+        if e.kind == "g"
         else _slot_row(e, (e.stream, e.entry_id) in created)
         for e in entries
     ]

@@ -109,6 +109,8 @@ class SyncService:
                     while more:  # each call takes at least one due entry
                         count, more = await self.engine.sweep(partition)
                         expired += count
+                    # Groups a dead process left half-way (engine/groups.py).
+                    await self.engine.groups.sweep(partition)
         finally:
             with contextlib.suppress(Exception):
                 await lock.release()

@@ -23,6 +23,7 @@ _PUBLIC |= {"/dashboard", "/dashboard/assets/{name}"}
 _SAMPLE_PARAMS = {
     "slot_id": "1",
     "hold_id": "no-such-hold",
+    "group_id": "g1-0000000000000000",
     "webhook_id": "1",
     "entry_id": "no-such-entry",
     "name": "dashboard.js",
