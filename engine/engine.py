@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from . import errors
+from . import errors, lifecycle
 from .client import RedisClient
 from .coalesce import Coalescer
 from .keys import MAX_SLOT_ID, KeySchema, new_hold_id, slot_of_hold
@@ -58,6 +58,7 @@ class Engine:
         self._batch = str(self.settings.housekeeping_batch)
         self._retention_ms = str(self.settings.finished_retention_s * 1000)
         self._max_held = str(self.settings.max_held_per_user_slot)
+        self.lifecycle = lifecycle.Lifecycle(self._hold_command, self._scripts, self.settings)
 
     # -- commands -------------------------------------------------------------
 
@@ -105,13 +106,22 @@ class Engine:
         raise self._refusal(tag, reply, partition=partition, slot_id=slot_id)
 
     async def confirm(
-        self, hold_id: str, user_id: str | None, *, now_ms: int | None = None
+        self,
+        hold_id: str,
+        user_id: str | None,
+        *,
+        quantity: int | None = None,
+        now_ms: int | None = None,
     ) -> Outcome:
-        """Confirm a live hold. ``user_id=None`` skips the ownership check."""
-        reply = await self._hold_command(self._scripts.confirm, hold_id, user_id, now_ms)
+        """Confirm a live hold, all of it or ``quantity`` (the rest goes back to the
+        slot: engine/lifecycle.py). ``user_id=None`` skips the ownership check."""
+        part = "" if quantity is None else str(quantity)
+        reply = await self._hold_command(self._scripts.confirm, hold_id, user_id, now_ms, part)
         tag = text(reply[0])
         if tag in ("confirmed", "unchanged"):
             return Outcome(Hold.from_stored(reply[1]), changed=tag == "confirmed")
+        if tag in ("quantity_mismatch", "quantity_too_large"):
+            raise lifecycle.confirm_refusal(tag, reply, hold_id, quantity)
         if tag == "expired":
             raise errors.HoldExpired(Hold.from_stored(reply[1]))
         if tag == "cancelled":
@@ -129,7 +139,7 @@ class Engine:
         raise self._refusal(tag, reply, hold_id=hold_id)
 
     async def _hold_command(
-        self, script: Any, hold_id: str, user_id: str | None, now_ms: int | None
+        self, script: Any, hold_id: str, user_id: str | None, now_ms: int | None, *extra: str
     ) -> Any:
         if user_id is not None:
             _check_user_id(user_id)  # '' would mean "any caller" to the script
@@ -143,6 +153,7 @@ class Engine:
             self._retention_ms,
             hold_id,
             "" if user_id is None else user_id,
+            *extra,
         ]
         async with redis_errors():
             reply = await self._run(script, self.keys.partition(partition), args)

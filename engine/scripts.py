@@ -9,7 +9,15 @@ from redis.commands.core import AsyncScript
 
 __all__ = ["OPERATIONS", "Scripts", "script_source"]
 
-OPERATIONS = ("hold", "confirm", "cancel", "expire", "upsert_slot", "load_partition")
+OPERATIONS = (
+    "hold",
+    "confirm",
+    "cancel",
+    "expire",
+    "upsert_slot",
+    "load_partition",
+    "extend",
+)
 
 
 def script_source(name: str) -> str:
@@ -33,6 +41,7 @@ class Scripts:
         self.expire = self._by_name["expire"]
         self.upsert_slot = self._by_name["upsert_slot"]
         self.load_partition = self._by_name["load_partition"]
+        self.extend = self._by_name["extend"]
 
     async def load_all(self, client: Any) -> None:
         """SCRIPT LOAD every script up front (readiness); a restart reloads lazily."""

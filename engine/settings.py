@@ -23,6 +23,9 @@ class EngineSettings:
     # Cancelled and expired holds stay readable in Redis this long; their history
     # lives in PostgreSQL. Bounds Redis memory by live holds, not all holds ever.
     finished_retention_s: int = 86_400
+    # A hold may be extended this often, and never live past created_at + this.
+    hold_max_extensions: int = 2
+    hold_max_lifetime_s: int = 900
     # Send the hold/confirm/cancel calls of one event-loop turn as one pipeline.
     coalesce: bool = True
 
@@ -39,6 +42,10 @@ class EngineSettings:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.hold_max_extensions < 0:
+            raise ValueError(f"hold_max_extensions must be >= 0, got {self.hold_max_extensions}")
+        if self.hold_max_lifetime_s < 1:
+            raise ValueError(f"hold_max_lifetime_s must be >= 1, got {self.hold_max_lifetime_s}")
         if any(c in self.key_prefix for c in "{}"):
             # A brace in the prefix would become the cluster hash tag.
             raise ValueError(f"key_prefix must not contain braces: {self.key_prefix!r}")

@@ -1,12 +1,16 @@
--- confirm.lua — turn a held hold into a booking.
+-- confirm.lua — turn a held hold into a booking, whole or in part.
 --
 -- KEYS[1..7] partition keys, as in lib.lua
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    hold id
 -- ARGV[5]    user id that must own the hold; '' lets any caller (operators)
--- Returns    {'confirmed', hold} | {'unchanged', hold} (was already confirmed)
+-- ARGV[6]    quantity to confirm, 1..the hold's; '' confirms all of it
+-- Returns    {'confirmed', hold} (the event; r = units given back when partial)
+--            | {'unchanged', hold} (was already confirmed, with this quantity or none)
 -- Refusals   {'state_unavailable'} | {'not_found'} (unknown or not the caller's)
 --            | {'expired', hold} | {'cancelled', hold}
+--            | {'quantity_mismatch', hold} (confirmed before with another quantity)
+--            | {'quantity_too_large', held quantity}
 -- Emits      one hold event (status 'confirmed'), or one 'expired' event when
 --            the hold's time had come and nobody had expired it yet
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
@@ -22,13 +26,30 @@ local hold = owned_hold(ARGV[4], ARGV[5], now)
 if not hold then
     return {'not_found'}
 end
+local quantity = tonumber(ARGV[6]) or hold.q
 
 if hold.st == 'confirmed' then
+    if quantity ~= hold.q then
+        return {'quantity_mismatch', cjson.encode(hold)}
+    end
     return {'unchanged', cjson.encode(hold)}
 elseif hold.st ~= 'held' then
     return {hold.st, cjson.encode(hold)}
 end
+if quantity > hold.q then
+    return {'quantity_too_large', hold.q}
+end
 
 release_held(hold)
-redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'conf'), hold.q)
-return {'confirmed', transition(hold, 'confirmed', 'cf', now)}
+local released = hold.q - quantity
+hold.q = quantity
+redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'conf'), quantity)
+if released > 0 then
+    redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'rem'), released)
+    hold.r = released
+end
+local event = transition(hold, 'confirmed', 'cf', now)
+if released > 0 then
+    capacity_freed(hold.s, now)
+end
+return {'confirmed', event}

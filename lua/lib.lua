@@ -24,9 +24,13 @@
 --
 -- A hold is stored as compact JSON under its id:
 --   u user id, q quantity, st status, c created_at, e expires_at,
---   cf confirmed_at, ca cancelled_at, xa expired_at, v version.
+--   cf confirmed_at, ca cancelled_at, xa expired_at, v version,
+--   xn how many times it was extended (absent: never).
 -- Its events (and replies) carry the same JSON plus i, the hold id, s, its slot
 -- (the id's prefix), and, on the event that creates it, k, the idempotency key.
+-- Event-only fields, never stored on the hold: x, what happened when the status
+-- alone does not say it ('extended'), t, when that happened (ms), and r, the
+-- quantity a partial confirm gave back to the slot.
 -- Ids are strings; times are integer milliseconds. Every byte here is paid once
 -- per live hold, hence the short names.
 --
@@ -82,9 +86,10 @@ end
 -- Returns the event's JSON, which is also the reply.
 local function store_hold(hold)
     local id, slot, key = hold.i, hold.s, hold.k
-    hold.i, hold.s, hold.k = nil, nil, nil
+    local what, what_at, released = hold.x, hold.t, hold.r
+    hold.i, hold.s, hold.k, hold.x, hold.t, hold.r = nil, nil, nil, nil, nil, nil
     redis.call('HSET', KEYS[K_HOLDS], id, cjson.encode(hold))
-    hold.i, hold.s, hold.k = id, slot, key
+    hold.i, hold.s, hold.k, hold.x, hold.t, hold.r = id, slot, key, what, what_at, released
 end
 
 local function save_hold(hold, key)
@@ -126,6 +131,10 @@ end
 
 local function give_back(hold)
     redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'rem'), hold.q)
+end
+
+-- Capacity of slot_id was given back: offer it to the slot's waitlist (waitlist).
+local function capacity_freed(slot_id, now)
 end
 
 local function mark_finished(hold, at)
