@@ -20,9 +20,11 @@ import engine
 
 from . import (
     auth_routes,
+    batch_routes,
     dashboard,
     events_routes,
     hold_routes,
+    lifecycle_routes,
     ops_routes,
     slot_routes,
     webhook_routes,
@@ -113,6 +115,8 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
             *auth_routes.routes,
             *slot_routes.routes,
             *hold_routes.routes,
+            *lifecycle_routes.routes,
+            *batch_routes.routes,
             *ops_routes.routes,
             *events_routes.routes,
             *webhook_routes.routes,

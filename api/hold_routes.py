@@ -23,6 +23,7 @@ from .http import (
     query_limit,
     read_json,
 )
+from .lifecycle_routes import confirm, confirm_quantity
 from .problems import Problem
 
 __all__ = ["routes"]
@@ -130,8 +131,13 @@ async def _change_hold(request: Request, command: str) -> Response:
     """Confirm or cancel the caller's hold; the availability copy goes stale if it did."""
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
-    change = ctx.engine.confirm if command == "confirm" else ctx.engine.cancel
-    outcome = await change(request.path_params["hold_id"], principal.user_id)
+    hold_id = request.path_params["hold_id"]
+    if command == "confirm":
+        # A partial confirm names its quantity (api/lifecycle_routes.py).
+        quantity = await confirm_quantity(request, ctx)
+        outcome = await confirm(ctx, hold_id, principal.user_id, quantity)
+    else:
+        outcome = await ctx.engine.cancel(hold_id, principal.user_id)
     if outcome.changed:
         ctx.cache.invalidate()
     return json_response(hold_body(outcome.hold))

@@ -29,6 +29,9 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "capacity-below-committed": (409, "Capacity below what is held and confirmed"),
     "user-hold-limit": (409, "Too many units held on this slot"),
     "hold-cancelled": (409, "Hold was cancelled"),
+    "hold-confirmed": (409, "Hold is confirmed"),
+    "extension-limit": (409, "Hold cannot be extended further"),
+    "confirm-mismatch": (409, "Hold was confirmed with another quantity"),
     "hold-expired": (410, "Hold has expired"),
     "payload-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Request body must be JSON"),
@@ -64,16 +67,18 @@ class Problem(Exception):
         self.headers = headers or {}
         self.extra = extra
 
-    def response(self) -> Response:
-        body = {
+    def body(self) -> dict[str, Any]:
+        return {
             "type": problem_type_uri(self.slug),
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
             **self.extra,
         }
+
+    def response(self) -> Response:
         return Response(
-            orjson.dumps(body),
+            orjson.dumps(self.body()),
             status_code=self.status,
             headers=self.headers,
             media_type=PROBLEM_MEDIA_TYPE,
@@ -120,6 +125,30 @@ def engine_problem(exc: engine.EngineError) -> Problem:
             return Problem("hold-expired", f"hold {exc.hold.hold_id} has expired")
         case engine.HoldCancelled():
             return Problem("hold-cancelled", f"hold {exc.hold.hold_id} was cancelled")
+        case engine.HoldConfirmed():
+            return Problem("hold-confirmed", f"hold {exc.hold.hold_id} is already confirmed")
+        case engine.ExtensionLimit():
+            from .http import iso_ms  # api/http.py imports this module
+
+            return Problem(
+                "extension-limit",
+                f"hold {exc.hold_id} was extended {exc.extensions} times; it may not be"
+                " extended again, nor past its longest life",
+                extensions=exc.extensions,
+                latest_expires_at=iso_ms(exc.latest_expires_at_ms),
+            )
+        case engine.ConfirmMismatch():
+            return Problem(
+                "confirm-mismatch",
+                f"hold {exc.hold.hold_id} was confirmed with quantity {exc.hold.quantity}",
+                quantity=exc.hold.quantity,
+            )
+        case engine.QuantityTooLarge():
+            return Problem(
+                "validation-error",
+                f"quantity must be from 1 to the hold's quantity, {exc.held}",
+                held=exc.held,
+            )
         case engine.StateUnavailable():
             return Problem(
                 "state-unavailable",

@@ -37,6 +37,19 @@ class FixedWindow:
             count, _ = await pipe.execute()
         return 0 if count <= self.limit else retry_after
 
+    async def hit_many(self, subjects: list[str]) -> list[int]:
+        """``hit`` for each subject, in one round trip; a subject may repeat."""
+        keys = [self._key(subject) for subject in subjects]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, _ in keys:
+                pipe.incr(key)
+                pipe.expire(key, self.window_s + 1, nx=True)
+            replies = await pipe.execute()
+        return [
+            0 if count <= self.limit else retry_after
+            for count, (_, retry_after) in zip(replies[::2], keys, strict=True)
+        ]
+
     async def blocked(self, subject: str) -> int:
         """Seconds until allowed again (0 = not blocked), without counting."""
         key, retry_after = self._key(subject)
