@@ -346,19 +346,6 @@ def _paths() -> dict[str, Any]:
                 parameters=[_HOLD_ID],
             ),
         },
-        "/holds/{hold_id}/confirm": {
-            "post": _op(
-                "Confirm a live hold",
-                {
-                    "200": hold_ok,
-                    **_problems(
-                        "not-found", "hold-cancelled", "hold-expired", "state-unavailable", *_AUTH
-                    ),
-                },
-                security=_BEARER,
-                parameters=[_HOLD_ID],
-            )
-        },
         "/healthz": {"get": _op("The process is alive", {"200": {"description": "alive"}})},
         "/readyz": {
             "get": _op(
@@ -378,6 +365,7 @@ def _paths() -> dict[str, Any]:
 @cache
 def _document() -> dict[str, Any]:
     from .openapi_feed import FEED_SCHEMAS, feed_paths  # it builds on the helpers above
+    from .openapi_lifecycle import LIFECYCLE_SCHEMAS, lifecycle_paths  # confirm, extend, batch
 
     return {
         "openapi": "3.1.0",
@@ -386,9 +374,9 @@ def _document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Slot reservation: hold, confirm, cancel; never oversell.",
         },
-        "paths": {**_paths(), **feed_paths()},
+        "paths": {**_paths(), **feed_paths(), **lifecycle_paths()},
         "components": {
-            "schemas": {**_SCHEMAS, **FEED_SCHEMAS},
+            "schemas": {**_SCHEMAS, **FEED_SCHEMAS, **LIFECYCLE_SCHEMAS},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
