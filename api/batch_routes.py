@@ -9,6 +9,7 @@ as one pipeline (docs/decisions.md, "Hold batches").
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,12 +119,13 @@ async def create_batch(request: Request) -> Response:
     for n in [n for n, i in items.items() if i.user_id in unknown]:
         detail = f"user {items.pop(n).user_id} does not exist"
         results[n] = _problem(Problem("validation-error", detail))
+    outcomes_seen: Counter[str] = Counter()
     if ctx.settings.hold_rate_per_minute and items:
         waits = await ctx.hold_rate.hit_many([i.user_id for i in items.values()])
         for n, wait in zip(list(items), waits, strict=True):
             if wait:
                 del items[n]
-                ctx.metrics.holds.labels("rate_limited").inc()
+                outcomes_seen["rate_limited"] += 1
                 detail = f"at most {ctx.settings.hold_rate_per_minute} holds a minute per user"
                 results[n] = _problem(Problem("rate-limited", detail, retry_after=wait))
 
@@ -140,17 +142,19 @@ async def create_batch(request: Request) -> Response:
         if isinstance(outcome, engine.BackendUnavailable):
             raise outcome  # the whole request: 503, replay it with the same keys
         if isinstance(outcome, engine.EngineError):
-            ctx.metrics.holds.labels(type(outcome).__name__).inc()
+            outcomes_seen[type(outcome).__name__] += 1
             results[n] = _problem(engine_problem(outcome))
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
             changed = changed or outcome.changed
-            ctx.metrics.holds.labels("created" if outcome.changed else "replayed").inc()
+            outcomes_seen["created" if outcome.changed else "replayed"] += 1
             result: dict[str, Any] = {"status": 201, "hold": hold_body(outcome.hold)}
             if not outcome.changed:
                 result["replayed"] = True
             results[n] = result
+    for name, count in outcomes_seen.items():  # once per outcome, not per item
+        ctx.metrics.holds.labels(name).inc(count)
     if changed:
         ctx.cache.invalidate()
     return json_response({"results": results})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from engine import KeySchema
 from engine.client import RedisClient
@@ -38,17 +39,23 @@ class FixedWindow:
         return 0 if count <= self.limit else retry_after
 
     async def hit_many(self, subjects: list[str]) -> list[int]:
-        """``hit`` for each subject, in one round trip; a subject may repeat."""
-        keys = [self._key(subject) for subject in subjects]
+        """``hit`` for each subject in turn, in one round trip (one INCRBY per
+        distinct subject); a subject may repeat, its later events count after
+        its earlier ones."""
+        counts = Counter(subjects)
+        keys = {subject: self._key(subject) for subject in counts}
         async with self._redis.pipeline(transaction=False) as pipe:
-            for key, _ in keys:
-                pipe.incr(key)
+            for subject, (key, _) in keys.items():
+                pipe.incrby(key, counts[subject])
                 pipe.expire(key, self.window_s + 1, nx=True)
             replies = await pipe.execute()
-        return [
-            0 if count <= self.limit else retry_after
-            for count, (_, retry_after) in zip(replies[::2], keys, strict=True)
-        ]
+        # The count before this call's events, per subject; then one more per event.
+        seen = {s: int(total) - counts[s] for s, total in zip(keys, replies[::2], strict=True)}
+        waits = []
+        for subject in subjects:
+            seen[subject] += 1
+            waits.append(0 if seen[subject] <= self.limit else keys[subject][1])
+        return waits
 
     async def blocked(self, subject: str) -> int:
         """Seconds until allowed again (0 = not blocked), without counting."""
