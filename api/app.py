@@ -20,10 +20,12 @@ import engine
 
 from . import (
     auth_routes,
+    batch_routes,
     dashboard,
     events_routes,
     group_routes,
     hold_routes,
+    lifecycle_routes,
     ops_routes,
     slot_routes,
     waitlist_routes,
@@ -117,6 +119,8 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
             *group_routes.routes,
             *hold_routes.routes,
             *waitlist_routes.routes,
+            *lifecycle_routes.routes,
+            *batch_routes.routes,
             *ops_routes.routes,
             *events_routes.routes,
             *webhook_routes.routes,

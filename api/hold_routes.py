@@ -25,6 +25,7 @@ from .http import (
     query_limit,
     read_json,
 )
+from .lifecycle_routes import confirm_quantity
 from .problems import Problem
 
 __all__ = ["routes"]
@@ -137,10 +138,16 @@ async def _change_hold(request: Request, command: Literal["confirm", "cancel"]) 
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
     hold_id = request.path_params["hold_id"]
+    # A partial confirm names its quantity (api/lifecycle_routes.py).
+    quantity = await confirm_quantity(request, ctx) if command == "confirm" else None
     try:
         outcome = await change_durably(
-            ctx.engine, ctx.redis, ctx.pool, command, hold_id, principal.user_id
+            ctx.engine, ctx.redis, ctx.pool, command, hold_id, principal.user_id, quantity=quantity
         )
+    except engine.EngineError as exc:
+        if command == "confirm":
+            ctx.metrics.hold_changes.labels("confirm", type(exc).__name__).inc()
+        raise
     except DurableUnavailable:
         ctx.cache.invalidate()
         raise Problem(
@@ -155,6 +162,9 @@ async def _change_hold(request: Request, command: Literal["confirm", "cancel"]) 
             f"slot {exc.slot_id} is fully confirmed; the hold was released",
             remaining=0,
         ) from None
+    if command == "confirm":
+        done = "confirmed" if outcome.changed else "replayed"
+        ctx.metrics.hold_changes.labels("confirm", done).inc()
     if outcome.changed:
         ctx.cache.invalidate()
     return json_response(hold_body(outcome.hold))

@@ -137,6 +137,8 @@ def hold_body(hold: Hold) -> dict[str, Any]:
     ):
         if ms is not None:
             body[name] = iso_ms(ms)
+    if hold.extensions:
+        body["extensions"] = hold.extensions
     return body
 
 

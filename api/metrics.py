@@ -50,6 +50,13 @@ class Metrics:
             ["command", "outcome"],
             registry=self.registry,
         )
+        self.hold_changes = Counter(
+            "slotkeeper_hold_changes_total",
+            "Extends and confirms by action and outcome (extended, confirmed, replayed,"
+            " or the refusal's error name).",
+            ["action", "outcome"],
+            registry=self.registry,
+        )
         self.sync_lag = Gauge(
             "slotkeeper_sync_lag_seconds",
             "Age of the oldest event not yet written to PostgreSQL.",

@@ -316,26 +316,6 @@ def _paths() -> dict[str, Any]:
                 parameters=[_HOLD_ID],
             ),
         },
-        "/holds/{hold_id}/confirm": {
-            "post": _op(
-                "Confirm a live hold; answered once PostgreSQL has it (503 Retry-After"
-                " when it cannot be reached: retry), refused if the slot is fully"
-                " confirmed there",
-                {
-                    "200": hold_ok,
-                    **_problems(
-                        "not-found",
-                        "hold-cancelled",
-                        "capacity-exhausted",
-                        "hold-expired",
-                        "state-unavailable",
-                        *_AUTH,
-                    ),
-                },
-                security=_BEARER,
-                parameters=[_HOLD_ID],
-            )
-        },
         "/healthz": {"get": _op("The process is alive", {"200": {"description": "alive"}})},
         "/readyz": {
             "get": _op(
@@ -356,6 +336,7 @@ def _paths() -> dict[str, Any]:
 def _document() -> dict[str, Any]:
     from . import openapi_feed as feed
     from . import openapi_groups as groups
+    from . import openapi_lifecycle as lifecycle
     from . import openapi_waitlist as waitlist
 
     return {
@@ -365,13 +346,21 @@ def _document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "Slot reservation: hold, confirm, cancel; never oversell.",
         },
-        "paths": groups.with_groups({**_paths(), **feed.feed_paths(), **waitlist.waitlist_paths()}),
+        "paths": groups.with_groups(
+            {
+                **_paths(),
+                **feed.feed_paths(),
+                **waitlist.waitlist_paths(),
+                **lifecycle.lifecycle_paths(),
+            }
+        ),
         "components": {
             "schemas": {
                 **_SCHEMAS,
                 **feed.FEED_SCHEMAS,
                 **waitlist.WAITLIST_SCHEMAS,
                 **groups.GROUP_SCHEMAS,
+                **lifecycle.LIFECYCLE_SCHEMAS,
             },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

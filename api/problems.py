@@ -30,6 +30,9 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "user-hold-limit": (409, "Too many units held on this slot"),
     "hold-cancelled": (409, "Hold was cancelled"),
     "waiting-limit": (409, "Too many waitlist entries on this slot"),
+    "hold-confirmed": (409, "Hold is confirmed"),
+    "extension-limit": (409, "Hold cannot be extended further"),
+    "confirm-mismatch": (409, "Hold was confirmed with another quantity"),
     "hold-expired": (410, "Hold has expired"),
     "group-refused": (409, "An item of the group cannot be held; nothing was held"),
     "group-member": (409, "Hold is a member of a group; change the group"),
@@ -69,16 +72,18 @@ class Problem(Exception):
         self.headers = headers or {}
         self.extra = extra
 
-    def response(self) -> Response:
-        body = {
+    def body(self) -> dict[str, Any]:
+        return {
             "type": problem_type_uri(self.slug),
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
             **self.extra,
         }
+
+    def response(self) -> Response:
         return Response(
-            orjson.dumps(body),
+            orjson.dumps(self.body()),
             status_code=self.status,
             headers=self.headers,
             media_type=PROBLEM_MEDIA_TYPE,
@@ -161,6 +166,30 @@ def engine_problem(exc: engine.EngineError) -> Problem:
                 "idempotency-mismatch",
                 "this Idempotency-Key was first used for a group of other items",
                 group_id=exc.group.group_id,
+            )
+        case engine.HoldConfirmed():
+            return Problem("hold-confirmed", f"hold {exc.hold.hold_id} is already confirmed")
+        case engine.ExtensionLimit():
+            from .http import iso_ms  # api/http.py imports this module
+
+            return Problem(
+                "extension-limit",
+                f"hold {exc.hold_id} was extended {exc.extensions} times; it may not be"
+                " extended again, nor past its longest life",
+                extensions=exc.extensions,
+                latest_expires_at=iso_ms(exc.latest_expires_at_ms),
+            )
+        case engine.ConfirmMismatch():
+            return Problem(
+                "confirm-mismatch",
+                f"hold {exc.hold.hold_id} was confirmed with quantity {exc.hold.quantity}",
+                quantity=exc.hold.quantity,
+            )
+        case engine.QuantityTooLarge():
+            return Problem(
+                "validation-error",
+                f"quantity must be from 1 to the hold's quantity, {exc.held}",
+                held=exc.held,
             )
         case engine.StateUnavailable():
             return Problem(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from engine import KeySchema
 from engine.client import RedisClient
@@ -36,6 +37,25 @@ class FixedWindow:
             pipe.expire(key, self.window_s + 1, nx=True)
             count, _ = await pipe.execute()
         return 0 if count <= self.limit else retry_after
+
+    async def hit_many(self, subjects: list[str]) -> list[int]:
+        """``hit`` for each subject in turn, in one round trip (one INCRBY per
+        distinct subject); a subject may repeat, its later events count after
+        its earlier ones."""
+        counts = Counter(subjects)
+        keys = {subject: self._key(subject) for subject in counts}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for subject, (key, _) in keys.items():
+                pipe.incrby(key, counts[subject])
+                pipe.expire(key, self.window_s + 1, nx=True)
+            replies = await pipe.execute()
+        # The count before this call's events, per subject; then one more per event.
+        seen = {s: int(total) - counts[s] for s, total in zip(keys, replies[::2], strict=True)}
+        waits = []
+        for subject in subjects:
+            seen[subject] += 1
+            waits.append(0 if seen[subject] <= self.limit else keys[subject][1])
+        return waits
 
     async def blocked(self, subject: str) -> int:
         """Seconds until allowed again (0 = not blocked), without counting."""

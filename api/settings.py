@@ -51,6 +51,9 @@ _RANGES: dict[str, tuple[int, int]] = {
     "idempotency_ttl_s": (1, 366 * 86_400),
     "max_quantity": (1, 1_000_000_000),
     "max_held_per_user_slot": (1, 1_000_000_000),
+    "hold_max_extensions": (0, 1_000),
+    "hold_max_lifetime_s": (1, 366 * 86_400),
+    "max_batch": (1, 10_000),
     "hold_rate_per_minute": (0, _NO_LIMIT),  # 0: off
     "finished_retention_s": (1, 366 * 86_400),
     "waitlist_ttl_s": (1, 366 * 86_400),
@@ -131,6 +134,10 @@ class Settings:
     idempotency_ttl_s: int = _ENGINE.idempotency_ttl_s
     max_quantity: int = _ENGINE.max_quantity
     max_held_per_user_slot: int = _ENGINE.max_held_per_user_slot
+    hold_max_extensions: int = _ENGINE.hold_max_extensions
+    hold_max_lifetime_s: int = _ENGINE.hold_max_lifetime_s
+    # Items of one POST /holds/batch, at most.
+    max_batch: int = 100
     hold_rate_per_minute: int = 600
     finished_retention_s: int = _ENGINE.finished_retention_s
     waitlist_ttl_s: int = _ENGINE.waitlist_ttl_s
@@ -192,6 +199,8 @@ class Settings:
             idempotency_ttl_s=self.idempotency_ttl_s,
             max_quantity=self.max_quantity,
             max_held_per_user_slot=self.max_held_per_user_slot,
+            hold_max_extensions=self.hold_max_extensions,
+            hold_max_lifetime_s=self.hold_max_lifetime_s,
             finished_retention_s=self.finished_retention_s,
             min_replicas=self.redis_min_replicas,
             wait_timeout_ms=self.redis_wait_timeout_ms,

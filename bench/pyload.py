@@ -54,6 +54,13 @@ async def _connection(
         elif args.script == "get_gzip.lua":
             gzip = {**base, "Accept-Encoding": "gzip"}
             req = _request("GET", args.path, parts.netloc, gzip, b"")
+        elif args.script == "hold_batch.lua":
+            items = ",".join(
+                f'{{"slot_id":{random.randint(1, slots)},"idempotency_key":"{run}-{n}-{i}"}}'
+                for i in range(int(os.environ.get("BENCH_BATCH", "100")))
+            )
+            body = f'{{"items":[{items}]}}'.encode()
+            req = _request("POST", "/holds/batch", parts.netloc, base, body)
         elif args.script == "hold_confirm.lua" and pending:
             req = _request("POST", f"/holds/{pending.pop()}/confirm", parts.netloc, base, b"")
         else:

@@ -40,6 +40,7 @@ def _cases(bench: Bench) -> dict[str, Case]:
             Case("hold-spread", "api1", "hold.lua", "/slots/1/hold", slots=n),
             Case("hold-hot", "api1", "hold.lua", "/slots/1/hold", slots=1),
             Case("hold-confirm", "api1", "hold_confirm.lua", "/slots/1/hold", slots=n),
+            Case("hold-batch", "api1", "hold_batch.lua", "/holds/batch", slots=n),
             Case("bare (2w)", "api2", "get.lua", "/auth/whoami"),
             Case("hold-spread (2w)", "api2", "hold.lua", "/slots/1/hold", slots=n),
             Case("hold-hot (2w)", "api2", "hold.lua", "/slots/1/hold", slots=1),
@@ -149,7 +150,8 @@ async def _drain_rate(bench: Bench, events: int) -> tuple[int, float]:
 
 
 API1 = ("bare", "availability", "availability gzip", "availability limit=100",
-        "hold-spread", "hold-hot", "hold-confirm")  # fmt: skip
+        "hold-spread", "hold-hot", "hold-confirm", "hold-batch")  # fmt: skip
+BATCH_ITEMS = 100  # bench/wrk/hold_batch.lua's default
 API2 = ("bare (2w)", "hold-spread (2w)", "hold-hot (2w)")
 
 
@@ -289,6 +291,9 @@ def render(
             target(label, ratio, f">= {goal:g}", ratio >= goal)
 
     at_least("hold-spread / bare (1 worker)", "hold-spread", "bare", 0.5)
+    if ran("hold-batch", "hold-spread"):
+        batch = rps("hold-batch") * BATCH_ITEMS / max(rps("hold-spread"), 1e-9)
+        target("hold-batch holds/s / hold-spread req/s", batch, ">= 5", batch >= 5)
     at_least("availability / bare", "availability", "bare", 0.8)
     at_least("availability, all 1,000 slots, gzip / bare", "availability gzip", "bare", 0.6)
     at_least("availability ?limit=100 / bare", "availability limit=100", "bare", 0.8)
@@ -333,6 +338,11 @@ def render(
         "|---|---:|---:|---:|---:|",
         *(_row(c) for c in cases.values() if c.results),
     ]
+    if ran("hold-batch"):
+        lines.append(
+            f"\nhold-batch: {BATCH_ITEMS} holds a request,"
+            f" {rps('hold-batch') * BATCH_ITEMS:,.0f} holds/s."
+        )
     if catalog_case is not None and catalog_case.results:
         lines.append(_row(catalog_case))
     if full:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from . import errors
+from . import errors, lifecycle
 from .client import RedisClient
 from .coalesce import Coalescer
 from .groups import Groups
@@ -20,11 +20,13 @@ from .models import Hold, Outcome, Slot
 from .replicated import run_replicated
 from .replies import (
     SLOT_FIELDS,
+    chunks,
     redis_errors,
     refusal,
     slot_from_fields,
     slots_from_hash,
     text,
+    written,
 )
 from .scripts import Scripts
 from .settings import EngineSettings
@@ -64,6 +66,7 @@ class Engine:
         self._max_held = str(self.settings.max_held_per_user_slot)
         self.waitlist = Waitlist(redis, self._read, self._scripts, self.keys, self.settings)
         self.groups = Groups(redis, self.keys, self._scripts, self.settings)
+        self.lifecycle = lifecycle.Lifecycle(self._hold_command, self._scripts, self.settings)
 
     # -- commands -------------------------------------------------------------
 
@@ -111,15 +114,24 @@ class Engine:
         raise self._refusal(tag, reply, partition=partition, slot_id=slot_id)
 
     async def confirm(
-        self, hold_id: str, user_id: str | None, *, now_ms: int | None = None
+        self,
+        hold_id: str,
+        user_id: str | None,
+        *,
+        quantity: int | None = None,
+        now_ms: int | None = None,
     ) -> Outcome:
-        """Confirm a live hold. ``user_id=None`` skips the ownership check."""
-        reply = await self._hold_command(self._scripts.confirm, hold_id, user_id, now_ms)
+        """Confirm a live hold, all of it or ``quantity`` (the rest goes back to the
+        slot: engine/lifecycle.py). ``user_id=None`` skips the ownership check."""
+        part = "" if quantity is None else str(quantity)
+        reply = await self._hold_command(self._scripts.confirm, hold_id, user_id, now_ms, part)
         tag = text(reply[0])
         if tag == "confirmed":
-            return _written(reply)
+            return written(reply)
         if tag == "unchanged":
             return Outcome(Hold.from_stored(reply[1]), changed=False)
+        if tag in ("quantity_mismatch", "quantity_too_large"):
+            raise lifecycle.confirm_refusal(tag, reply, hold_id, quantity)
         if tag == "expired":
             raise errors.HoldExpired(Hold.from_stored(reply[1]))
         if tag == "cancelled":
@@ -133,13 +145,13 @@ class Engine:
         reply = await self._hold_command(self._scripts.cancel, hold_id, user_id, now_ms)
         tag = text(reply[0])
         if tag == "cancelled":
-            return _written(reply)
+            return written(reply)
         if tag == "unchanged":
             return Outcome(Hold.from_stored(reply[1]), changed=False)
         raise self._refusal(tag, reply, hold_id=hold_id)
 
     async def _hold_command(
-        self, script: Any, hold_id: str, user_id: str | None, now_ms: int | None
+        self, script: Any, hold_id: str, user_id: str | None, now_ms: int | None, *extra: str
     ) -> Any:
         if user_id is not None:
             check_user_id(user_id)  # '' would mean "any caller" to the script
@@ -153,6 +165,7 @@ class Engine:
             self._retention_ms,
             hold_id,
             "" if user_id is None else user_id,
+            *extra,
         ]
         async with redis_errors():
             reply = await self._run(script, self.keys.partition(partition), args)
@@ -359,9 +372,9 @@ class Engine:
                 }
                 for s in slots
             ]
-            for chunk in _chunks(slot_rows, _LOAD_CHUNK):
+            for chunk in chunks(slot_rows, _LOAD_CHUNK):
                 await script(keys=keys, args=["slots", orjson.dumps(chunk)], client=self._redis)
-            for hold_chunk in _chunks(holds, _LOAD_CHUNK):
+            for hold_chunk in chunks(holds, _LOAD_CHUNK):
                 idem_keys = [
                     self.keys.idempotency(h.slot_id, h.user_id, h.idempotency_key)
                     for h in hold_chunk
@@ -379,18 +392,7 @@ class Engine:
         return refusal(tag, reply, held_limit=self.settings.max_held_per_user_slot, **context)
 
 
-def _written(reply: Sequence[Any]) -> Outcome:
-    """A confirm or cancel that changed the hold: {tag, event JSON, entry id}."""
-    event = reply[1] if isinstance(reply[1], bytes) else str(reply[1]).encode()
-    return Outcome(Hold.from_stored(event), changed=True, event=event, entry_id=text(reply[2]))
-
-
 def _queue_time(hold: Hold) -> int:
     if hold.status == "held":
         return hold.expires_at_ms
     return hold.cancelled_at_ms or hold.expired_at_ms or hold.created_at_ms
-
-
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

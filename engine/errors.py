@@ -11,16 +11,20 @@ __all__ = [
     "BackendUnavailable",
     "CapacityBelowCommitted",
     "CapacityExhausted",
+    "ConfirmMismatch",
     "EngineError",
     "EntryArchived",
     "EntryNotFound",
+    "ExtensionLimit",
     "HoldArchived",
     "HoldCancelled",
+    "HoldConfirmed",
     "HoldExpired",
     "HoldInGroup",
     "HoldNotFound",
     "IdempotencyMismatch",
     "NotReplicated",
+    "QuantityTooLarge",
     "SlotClosed",
     "SlotExists",
     "SlotNotFound",
@@ -164,3 +168,39 @@ class HoldInGroup(EngineError):
         super().__init__(f"hold {hold.hold_id} is a member of group {group_id}")
         self.hold = hold
         self.group_id = group_id
+
+
+class HoldConfirmed(EngineError):
+    """The hold is already a booking (it cannot be extended)."""
+
+    def __init__(self, hold: Hold) -> None:
+        super().__init__(f"hold {hold.hold_id} is confirmed")
+        self.hold = hold
+
+
+class ExtensionLimit(EngineError):
+    """No more extensions, or one would pass the hold's longest life."""
+
+    def __init__(self, hold_id: str, extensions: int, latest_expires_at_ms: int) -> None:
+        super().__init__(f"hold {hold_id} cannot be extended (extended {extensions} times)")
+        self.hold_id = hold_id
+        self.extensions = extensions
+        self.latest_expires_at_ms = latest_expires_at_ms
+
+
+class ConfirmMismatch(EngineError):
+    """The hold was confirmed before with another quantity."""
+
+    def __init__(self, hold: Hold, quantity: int) -> None:
+        super().__init__(f"hold {hold.hold_id} was confirmed with quantity {hold.quantity}")
+        self.hold = hold
+        self.quantity = quantity
+
+
+class QuantityTooLarge(EngineError):
+    """A partial confirm asked for more than the hold has."""
+
+    def __init__(self, hold_id: str, held: int) -> None:
+        super().__init__(f"hold {hold_id} holds only {held}")
+        self.hold_id = hold_id
+        self.held = held

@@ -29,6 +29,7 @@ class Hold:
     confirmed_at_ms: int | None = None
     cancelled_at_ms: int | None = None
     expired_at_ms: int | None = None
+    extensions: int = 0
 
     @classmethod
     def from_stored(cls, raw: bytes | str, hold_id: str | None = None) -> Hold:
@@ -47,6 +48,7 @@ class Hold:
             confirmed_at_ms=_opt_int(d.get("cf")),
             cancelled_at_ms=_opt_int(d.get("ca")),
             expired_at_ms=_opt_int(d.get("xa")),
+            extensions=int(d.get("xn", 0)),
         )
 
     @classmethod
@@ -87,6 +89,8 @@ class Hold:
         ):
             if value is not None:
                 d[name] = value
+        if self.extensions:
+            d["xn"] = self.extensions
         return d
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,9 +20,18 @@ from redis.exceptions import (
 )
 
 from . import errors
-from .models import Hold, Slot
+from .models import Hold, Outcome, Slot
 
-__all__ = ["SLOT_FIELDS", "redis_errors", "refusal", "slot_from_fields", "slots_from_hash", "text"]
+__all__ = [
+    "SLOT_FIELDS",
+    "chunks",
+    "redis_errors",
+    "refusal",
+    "slot_from_fields",
+    "slots_from_hash",
+    "text",
+    "written",
+]
 
 SLOT_FIELDS = ("cap", "rem", "held", "conf", "state", "meta")
 
@@ -112,3 +121,14 @@ def slots_from_hash(raw: dict[Any, Any]) -> list[Slot]:
         slot_from_fields(slot_id, [f[name] for name in SLOT_FIELDS])
         for slot_id, f in fields.items()
     ]
+
+
+def written(reply: Sequence[Any]) -> Outcome:
+    """A confirm or cancel that changed the hold: {tag, event JSON, entry id}."""
+    event = reply[1] if isinstance(reply[1], bytes) else str(reply[1]).encode()
+    return Outcome(Hold.from_stored(event), changed=True, event=event, entry_id=text(reply[2]))
+
+
+def chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -18,6 +18,7 @@ OPERATIONS = (
     "load_partition",
     "wait_join",
     "wait_leave",
+    "extend",
 )
 # Hold groups (engine/groups.py).
 GROUP_OPERATIONS = ("group_part", "group_members", "group_home")
@@ -47,6 +48,7 @@ class Scripts:
         self.load_partition = self._by_name["load_partition"]
         self.wait_join = self._by_name["wait_join"]
         self.wait_leave = self._by_name["wait_leave"]
+        self.extend = self._by_name["extend"]
 
     def named(self, name: str) -> Any:
         return self._by_name[name]

@@ -32,6 +32,9 @@ class EngineSettings:
     # may take to make its parts; parts of a group not held by then are released.
     max_group_items: int = 10
     group_pending_ms: int = 10_000
+    # A hold may be extended this often, and never live past created_at + this.
+    hold_max_extensions: int = 2
+    hold_max_lifetime_s: int = 900
     # Send the hold/confirm/cancel calls of one event-loop turn as one pipeline.
     coalesce: bool = True
     # When > 0, each hold/confirm/cancel is followed by WAIT on its connection
@@ -59,6 +62,10 @@ class EngineSettings:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.min_replicas < 0 or self.wait_timeout_ms < 1:
             raise ValueError("min_replicas must be >= 0 and wait_timeout_ms >= 1")
+        if self.hold_max_extensions < 0:
+            raise ValueError(f"hold_max_extensions must be >= 0, got {self.hold_max_extensions}")
+        if self.hold_max_lifetime_s < 1:
+            raise ValueError(f"hold_max_lifetime_s must be >= 1, got {self.hold_max_lifetime_s}")
         if any(c in self.key_prefix for c in "{}"):
             # A brace in the prefix would become the cluster hash tag.
             raise ValueError(f"key_prefix must not contain braces: {self.key_prefix!r}")

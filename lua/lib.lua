@@ -40,8 +40,12 @@
 --   u user id, q quantity, st status, c created_at, e expires_at,
 --   cf confirmed_at, ca cancelled_at, xa expired_at, v version,
 --   g the hold group it is a member of (lua/group_*.lua; absent on single holds).
+--   xn how many times it was extended (absent: never).
 -- Its events (and replies) carry the same JSON plus i, the hold id, s, its slot
 -- (the id's prefix), and, on the event that creates it, k, the idempotency key.
+-- Event-only fields, never stored on the hold: x, what happened when the status
+-- alone does not say it ('extended'), t, when that happened (ms), and r, the
+-- quantity a partial confirm gave back to the slot.
 -- Ids are strings; times are integer milliseconds. Every byte here is paid once
 -- per live hold, hence the short names.
 --
@@ -110,9 +114,10 @@ local last_entry_id = ''
 -- Store the hold (without its id, which is the field, and without its key).
 local function store_hold(hold)
     local id, slot, key = hold.i, hold.s, hold.k
-    hold.i, hold.s, hold.k = nil, nil, nil
+    local what, what_at, released = hold.x, hold.t, hold.r
+    hold.i, hold.s, hold.k, hold.x, hold.t, hold.r = nil, nil, nil, nil, nil, nil
     redis.call('HSET', KEYS[K_HOLDS], id, cjson.encode(hold))
-    hold.i, hold.s, hold.k = id, slot, key
+    hold.i, hold.s, hold.k, hold.x, hold.t, hold.r = id, slot, key, what, what_at, released
 end
 
 -- Store the hold and append its event. ``key`` is the idempotency key, given on

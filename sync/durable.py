@@ -98,8 +98,11 @@ async def change_durably(
     command: Literal["confirm", "cancel"],
     hold_id: str,
     user_id: str | None,
+    *,
+    quantity: int | None = None,
 ) -> Outcome:
-    """Confirm or cancel a hold; a confirm, and the cancel of a confirmed hold,
+    """Confirm (all, or ``quantity`` of it: the rest goes back to the slot) or
+    cancel a hold; a confirm, and the cancel of a confirmed hold,
     return only once PostgreSQL has committed them (a retry completes one whose
     write-through failed).
 
@@ -107,8 +110,10 @@ async def change_durably(
     after putting Redis right: the hold is released there, and the durable
     record learns it now if it can, else from the worker.
     """
-    change = engine.confirm if command == "confirm" else engine.cancel
-    outcome = await change(hold_id, user_id)
+    if command == "confirm":
+        outcome = await engine.confirm(hold_id, user_id, quantity=quantity)
+    else:
+        outcome = await engine.cancel(hold_id, user_id)
     if command == "cancel" and outcome.hold.confirmed_at_ms is None:
         return outcome  # a hold, not a booking: Redis-first like holds
     try:

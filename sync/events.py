@@ -30,7 +30,17 @@ class Entry:
     payload: bytes
 
 
+def _extras(payload: bytes) -> tuple[bool, int, int | None]:
+    """(extended, released, when) from a hold event's event-only fields (lua/lib.lua)."""
+    if b'"x"' not in payload and b'"r"' not in payload:
+        return False, 0, None  # most events: no second parse
+    d = orjson.loads(payload)
+    extended = d.get("x") == "extended"
+    return extended, int(d.get("r", 0)), int(d["t"]) if extended else None
+
+
 def _hold_event(entry: Entry, hold: Hold) -> tuple[Any, ...]:
+    extended, released, when_ms = _extras(entry.payload)
     return (
         entry.stream,
         entry.entry_id,
@@ -40,7 +50,9 @@ def _hold_event(entry: Entry, hold: Hold) -> tuple[Any, ...]:
         hold.quantity,
         hold.status,
         hold.version,
-        at(hold.changed_at_ms),
+        at(when_ms if when_ms is not None else hold.changed_at_ms),
+        extended,
+        released,
     )
 
 
@@ -59,8 +71,8 @@ def _slot_event(entry: Entry, event: SlotEvent) -> tuple[Any, ...]:
 
 _INSERT_HOLD_EVENT = """
 INSERT INTO hold_events (stream, entry_id, hold_id, slot_id, user_id, quantity, status,
-                         version, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         version, occurred_at, extended, released)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT DO NOTHING
 """
 _INSERT_SLOT_EVENT = """

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # events.py calls append(): no import cycle at run time
 __all__ = ["EVENT_TYPES", "FeedEvent", "append", "latest_id", "read"]
 
 # Every type the feed can carry (`<thing>.<what happened>`); filters are checked
-# against it. hold.extended arrives with its feature.
+# against it.
 EVENT_TYPES = (
     "hold.held",
     "hold.confirmed",
@@ -35,6 +35,7 @@ EVENT_TYPES = (
     "group.held",
     "group.confirmed",
     "group.cancelled",
+    "hold.extended",
     "slot.created",
     "slot.updated",
     "waitlist.waiting",
@@ -93,6 +94,11 @@ def _hold_row(entry: Entry) -> tuple[str, int, datetime, dict[str, Any]]:
     for short, name in _HOLD_TIMES.items():
         if d.get(short) is not None:
             data[name] = _iso(_at(d[short]))
+    if d.get("x") == "extended":
+        data["extensions"] = int(d["xn"])
+        return "hold.extended", int(d["s"]), _at(d["t"]), data
+    if d.get("r"):
+        data["released"] = int(d["r"])  # a partial confirm gave these back
     return f"hold.{status}", int(d["s"]), _at(d[_OCCURRED[status]]), data
 
 

@@ -30,7 +30,7 @@ __all__ = [
 
 HOLD_COLUMNS = (
     "hold_id, slot_id, user_id, quantity, status, idempotency_key, created_at, expires_at,"
-    " confirmed_at, cancelled_at, expired_at, version"
+    " confirmed_at, cancelled_at, expired_at, version, extensions"
 )
 SLOT_COLUMNS = "slot_id, capacity, state, label, starts_at, ends_at"
 
@@ -61,6 +61,7 @@ def hold_from_row(row: asyncpg.Record) -> Hold:
         confirmed_at_ms=ms(row["confirmed_at"]),
         cancelled_at_ms=ms(row["cancelled_at"]),
         expired_at_ms=ms(row["expired_at"]),
+        extensions=row["extensions"],
     )
 
 
@@ -93,6 +94,7 @@ def _hold_row(hold: Hold) -> tuple[Any, ...]:
         at(hold.cancelled_at_ms),
         at(hold.expired_at_ms),
         hold.version,
+        hold.extensions,
     )
 
 
@@ -109,25 +111,29 @@ def slot_row(slot: Slot) -> tuple[Any, ...]:
 
 _UPSERT_HOLDS = f"""
 INSERT INTO holds ({HOLD_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (hold_id) DO UPDATE SET
-    quantity = excluded.quantity, status = excluded.status,
-    confirmed_at = excluded.confirmed_at, cancelled_at = excluded.cancelled_at,
-    expired_at = excluded.expired_at, version = excluded.version,
+    status = excluded.status, quantity = excluded.quantity, expires_at = excluded.expires_at,
+    extensions = excluded.extensions, confirmed_at = excluded.confirmed_at,
+    cancelled_at = excluded.cancelled_at, expired_at = excluded.expired_at,
+    version = excluded.version,
     idempotency_key = coalesce(holds.idempotency_key, excluded.idempotency_key)
 """
 # Events of one hold may arrive out of order across batches claimed by different
-# workers: then an older version never overwrites a newer one. The one exception
-# is the idempotency key, which only the creating event carries: a row first
-# written from a later event (a confirm written through by the API before the
-# drain saw the hold made) gets its key when the creating event arrives.
+# workers: then an older version never overwrites a newer one; quantity (a partial
+# confirm), expires_at and extensions (an extension) change with the version. The
+# one exception is the idempotency key, which only the creating event carries: a
+# row first written from a later event (a confirm written through by the API
+# before the drain saw the hold made) gets its key when the creating event arrives.
 _NEWER = "holds.version < excluded.version"
 _UPSERT_NEWER_HOLDS = f"""
 INSERT INTO holds ({HOLD_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (hold_id) DO UPDATE SET
     quantity = CASE WHEN {_NEWER} THEN excluded.quantity ELSE holds.quantity END,
     status = CASE WHEN {_NEWER} THEN excluded.status ELSE holds.status END,
+    expires_at = CASE WHEN {_NEWER} THEN excluded.expires_at ELSE holds.expires_at END,
+    extensions = CASE WHEN {_NEWER} THEN excluded.extensions ELSE holds.extensions END,
     confirmed_at = CASE WHEN {_NEWER} THEN excluded.confirmed_at ELSE holds.confirmed_at END,
     cancelled_at = CASE WHEN {_NEWER} THEN excluded.cancelled_at ELSE holds.cancelled_at END,
     expired_at = CASE WHEN {_NEWER} THEN excluded.expired_at ELSE holds.expired_at END,

@@ -1,11 +1,12 @@
 """The engine against a plain Python model of the rules, on the real Redis.
 
 Hypothesis drives random sequences of commands (slots created, holds made and
-replayed, confirmed, cancelled, capacity changed, slots closed and reopened,
-the clock moved, partitions swept) through the engine and through ``_Model``
-below. After every step the engine must agree with the model on every answer,
-every hold (``get_hold``), every slot's counters (``availability``) and the
-event streams.
+replayed, extended, confirmed whole or in part, cancelled, capacity changed,
+slots closed and reopened, the clock moved, partitions swept) through the engine
+and through ``_Model`` below. After every step the engine must agree with the
+model on every answer, every hold (``get_hold``), every slot's counters
+(``availability``, capacity = remaining + held + confirmed) and the event streams.
+An extended hold's earlier expiry entry stays queued and is skipped, as lib.lua does.
 
 The clock is explicit (``now_ms`` on every call). The model keeps the expiry
 and finished queues lib.lua describes, so it stays exact whatever the
@@ -39,16 +40,20 @@ from hypothesis.stateful import (
 from engine import (
     CapacityBelowCommitted,
     CapacityExhausted,
+    ConfirmMismatch,
     Engine,
     EngineError,
     EngineSettings,
+    ExtensionLimit,
     Hold,
     HoldArchived,
     HoldCancelled,
+    HoldConfirmed,
     HoldExpired,
     HoldNotFound,
     IdempotencyMismatch,
     Outcome,
+    QuantityTooLarge,
     Slot,
     SlotClosed,
     SlotExists,
@@ -66,6 +71,8 @@ HOLD_TTL_MS = 1_000
 RETENTION_MS = 3_000
 PARTITIONS = 3
 MAX_HELD = 3
+MAX_EXTENSIONS = 2
+MAX_LIFE_MS = 2_000  # two lifetimes: the second extension is often past it
 USERS = ("u1", "u2")
 SLOT_IDS = (1, 2, 3, 4, 5, 6)  # partition = slot % 3: two slots share each partition
 
@@ -123,6 +130,7 @@ class _Hold:
     quantity: int
     key: str
     created_at: int
+    requested: int = 0  # the key's first quantity (a partial confirm lowers quantity)
     status: str = "held"
     version: int = 1
     confirmed_at: int | None = None
@@ -130,10 +138,12 @@ class _Hold:
     expired_at: int | None = None
     finished_at: int | None = None  # cancelled or expired: forgotten after retention
     forgotten: bool = False
+    extensions: int = 0
+    extended_to: int | None = None  # expires_at after the last extension
 
     @property
     def expires_at(self) -> int:
-        return self.created_at + HOLD_TTL_MS
+        return self.extended_to or self.created_at + HOLD_TTL_MS
 
     def view(self) -> Hold:
         return Hold(
@@ -148,6 +158,7 @@ class _Hold:
             confirmed_at_ms=self.confirmed_at,
             cancelled_at_ms=self.cancelled_at,
             expired_at_ms=self.expired_at,
+            extensions=self.extensions,
         )
 
 
@@ -185,9 +196,10 @@ class _Model:
         for _ in range(self.batch):
             if not queue or queue[0][0] > self.now:
                 break
-            _, hold_id = queue.popleft()
+            at, hold_id = queue.popleft()
             h = self.holds[hold_id]
-            if h.status == "held" and not h.forgotten:
+            # An extended hold's earlier entry is stale: skipped, like a finished hold's.
+            if h.status == "held" and not h.forgotten and h.expires_at == at:
                 self._expire(h)
                 expired += 1
         finished = self.finished_queue[partition]
@@ -241,8 +253,8 @@ class _Model:
         bound = self.idempotency.get((user_id, slot_id, key))
         if bound is not None:
             first = self.holds[bound]
-            if first.quantity != quantity:
-                return Refused(IdempotencyMismatch, {"quantity": first.quantity})
+            if first.requested != quantity:
+                return Refused(IdempotencyMismatch, {"quantity": first.requested})
             if first.forgotten:
                 return Refused(HoldArchived, {"hold_id": bound})
             self.settle(first)
@@ -260,7 +272,7 @@ class _Model:
         return NEW_HOLD
 
     def add_hold(self, hold_id: str, slot_id: int, user_id: str, key: str, quantity: int) -> Hold:
-        h = _Hold(hold_id, slot_id, user_id, quantity, key, created_at=self.now)
+        h = _Hold(hold_id, slot_id, user_id, quantity, key, created_at=self.now, requested=quantity)
         self.holds[hold_id] = h
         self.idempotency[(user_id, slot_id, key)] = hold_id
         s = self.slots[slot_id]
@@ -286,21 +298,46 @@ class _Model:
             self.settle(h)
         return h
 
-    def confirm(self, hold_id: str, user_id: str | None) -> object:
+    def confirm(self, hold_id: str, user_id: str | None, quantity: int | None = None) -> object:
         h = self._hold_command(hold_id, user_id)
         if isinstance(h, Refused):
             return h
         if h.status == "confirmed":
+            if quantity is not None and quantity != h.quantity:
+                return Refused(ConfirmMismatch, {"hold": h.view(), "quantity": quantity})
             return Outcome(h.view(), changed=False)
         if h.status == "cancelled":
             return Refused(HoldCancelled, {"hold": h.view()})
         if h.status == "expired":
             return Refused(HoldExpired, {"hold": h.view()})
+        if quantity is not None and quantity > h.quantity:
+            return Refused(QuantityTooLarge, {"hold_id": hold_id, "held": h.quantity})
         s = self.slots[h.slot_id]
         self._release_held(h)
+        if quantity is not None:  # a partial confirm: the rest goes back at once
+            s.remaining += h.quantity - quantity
+            h.quantity = quantity
         s.confirmed += h.quantity
         h.confirmed_at = self.now
         self._transition(h, "confirmed")
+        return Outcome(h.view(), changed=True)
+
+    def extend(self, hold_id: str, user_id: str | None) -> object:
+        h = self._hold_command(hold_id, user_id)
+        if isinstance(h, Refused):
+            return h
+        refusals = {"confirmed": HoldConfirmed, "cancelled": HoldCancelled, "expired": HoldExpired}
+        if h.status in refusals:
+            return Refused(refusals[h.status], {"hold": h.view()})
+        latest = h.created_at + MAX_LIFE_MS
+        if h.extensions >= MAX_EXTENSIONS or self.now + HOLD_TTL_MS > latest:
+            attrs = {"extensions": h.extensions, "latest_expires_at_ms": latest}
+            return Refused(ExtensionLimit, {"hold_id": hold_id, **attrs})
+        h.extended_to = self.now + HOLD_TTL_MS
+        h.extensions += 1
+        h.version += 1
+        self.expiry_queue[_partition(h.slot_id)].append((h.expires_at, hold_id))
+        self.hold_events[hold_id].append((h.view(), None))
         return Outcome(h.view(), changed=True)
 
     def cancel(self, hold_id: str, user_id: str | None) -> object:
@@ -440,6 +477,8 @@ class EngineVersusModel(RuleBasedStateMachine):
                 finished_retention_s=RETENTION_MS // 1000,
                 max_held_per_user_slot=MAX_HELD,
                 housekeeping_batch=batch,
+                hold_max_extensions=MAX_EXTENSIONS,
+                hold_max_lifetime_s=MAX_LIFE_MS // 1000,
             ),
         )
         self.model = _Model(batch)
@@ -504,7 +543,7 @@ class EngineVersusModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def replay_hold(self, data: st.DataObject) -> None:
         h = self.model.holds[self._pick_hold(data)]
-        quantity = data.draw(st.just(h.quantity) | quantities, label="quantity")
+        quantity = data.draw(st.just(h.requested) | quantities, label="quantity")
         self._hold(h.user_id, h.slot_id, h.key, quantity)
 
     @precondition(lambda self: self.refused_keys)
@@ -525,12 +564,24 @@ class EngineVersusModel(RuleBasedStateMachine):
     callers = st.sampled_from(["owner", "owner", "owner", "other", "operator"])
 
     @precondition(lambda self: self.model.holds)
-    @rule(data=st.data(), caller=callers)
-    def confirm(self, data: st.DataObject, caller: str) -> None:
+    @rule(data=st.data(), caller=callers, quantity=st.none() | quantities)
+    def confirm(self, data: st.DataObject, caller: str, quantity: int | None) -> None:
+        """All of a hold, or a part (perhaps more than it has, or a replay of a part)."""
         hold_id = self._pick_hold(data)
         user_id = self._caller(hold_id, caller)
-        expected = self.model.confirm(hold_id, user_id)
-        actual = self._call(self.engine.confirm(hold_id, user_id, now_ms=self.model.now))
+        expected = self.model.confirm(hold_id, user_id, quantity)
+        actual = self._call(
+            self.engine.confirm(hold_id, user_id, quantity=quantity, now_ms=self.model.now)
+        )
+        _agree(actual, expected)
+
+    @precondition(lambda self: self.model.holds)
+    @rule(data=st.data(), caller=callers)
+    def extend(self, data: st.DataObject, caller: str) -> None:
+        hold_id = self._pick_hold(data)
+        user_id = self._caller(hold_id, caller)
+        expected = self.model.extend(hold_id, user_id)
+        actual = self._call(self.engine.lifecycle.extend(hold_id, user_id, now_ms=self.model.now))
         _agree(actual, expected)
 
     @precondition(lambda self: self.model.holds)
