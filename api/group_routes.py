@@ -9,10 +9,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import engine
-from sync.durable import ConfirmRefused, DurableUnavailable, change_group_durably
+from sync.durable import change_group_durably
 
 from .context import AppContext
-from .hold_routes import _REPLAYED, _idempotency_key
+from .hold_routes import _REPLAYED, _idempotency_key, durable_answer
 from .http import MAX_ID, hold_body, iso_ms, json_response, read_json
 from .problems import Problem
 from .user_ids import user_id_json
@@ -131,26 +131,13 @@ async def _change(request: Request, command: Literal["confirm", "cancel"]) -> Re
     principal = await ctx.tokens.authenticate(request)
     group_id = request.path_params["group_id"]
     try:
-        outcome = await change_group_durably(
-            ctx.engine, ctx.pool, command, group_id, principal.user_id
-        )
+        async with durable_answer(ctx, "group"):
+            outcome = await change_group_durably(
+                ctx.engine, ctx.pool, command, group_id, principal.user_id
+            )
     except engine.EngineError as exc:
         ctx.metrics.groups.labels(command, type(exc).__name__).inc()
         raise
-    except DurableUnavailable:
-        ctx.cache.invalidate()
-        raise Problem(
-            "backend-unavailable",
-            "the database is unavailable; the change is kept, retry to complete it",
-            headers={"Retry-After": "1"},
-        ) from None
-    except ConfirmRefused as exc:
-        ctx.cache.invalidate()
-        raise Problem(
-            "capacity-exhausted",
-            f"slot {exc.slot_id} is fully confirmed; the group was released",
-            remaining=0,
-        ) from None
     ctx.metrics.groups.labels(command, "changed" if outcome.changed else "unchanged").inc()
     if outcome.changed:
         ctx.cache.invalidate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -129,6 +131,28 @@ async def list_holds(request: Request) -> Response:
     return json_response([hold_body(hold) for hold in found.holds], 200, headers)
 
 
+@asynccontextmanager
+async def durable_answer(ctx: AppContext, what: str) -> AsyncIterator[None]:
+    """The problems of a change that must reach PostgreSQL before it is answered
+    (sync/durable.py); either way the availability copy goes stale."""
+    try:
+        yield
+    except DurableUnavailable:
+        ctx.cache.invalidate()
+        raise Problem(
+            "backend-unavailable",
+            "the database is unavailable; the change is kept, retry to complete it",
+            headers={"Retry-After": "1"},
+        ) from None
+    except ConfirmRefused as exc:
+        ctx.cache.invalidate()
+        raise Problem(
+            "capacity-exhausted",
+            f"slot {exc.slot_id} is fully confirmed; the {what} was released",
+            remaining=0,
+        ) from None
+
+
 async def _change_hold(request: Request, command: Literal["confirm", "cancel"]) -> Response:
     """Confirm or cancel the caller's hold; the availability copy goes stale if it did.
 
@@ -141,27 +165,20 @@ async def _change_hold(request: Request, command: Literal["confirm", "cancel"]) 
     # A partial confirm names its quantity (api/lifecycle_routes.py).
     quantity = await confirm_quantity(request, ctx) if command == "confirm" else None
     try:
-        outcome = await change_durably(
-            ctx.engine, ctx.redis, ctx.pool, command, hold_id, principal.user_id, quantity=quantity
-        )
+        async with durable_answer(ctx, "hold"):
+            outcome = await change_durably(
+                ctx.engine,
+                ctx.redis,
+                ctx.pool,
+                command,
+                hold_id,
+                principal.user_id,
+                quantity=quantity,
+            )
     except engine.EngineError as exc:
         if command == "confirm":
             ctx.metrics.hold_changes.labels("confirm", type(exc).__name__).inc()
         raise
-    except DurableUnavailable:
-        ctx.cache.invalidate()
-        raise Problem(
-            "backend-unavailable",
-            "the database is unavailable; the change is kept, retry to complete it",
-            headers={"Retry-After": "1"},
-        ) from None
-    except ConfirmRefused as exc:
-        ctx.cache.invalidate()
-        raise Problem(
-            "capacity-exhausted",
-            f"slot {exc.slot_id} is fully confirmed; the hold was released",
-            remaining=0,
-        ) from None
     if command == "confirm":
         done = "confirmed" if outcome.changed else "replayed"
         ctx.metrics.hold_changes.labels("confirm", done).inc()

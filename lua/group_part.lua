@@ -33,20 +33,9 @@ if now >= tonumber(ARGV[10]) then
 end
 
 local slot_id, user_id, quantity = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local fields = redis.call('HMGET', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), slot_field(slot_id, 'state'))
-local remaining = tonumber(fields[1])
-if not remaining then
-    return {'not_found'}
-end
-if fields[2] ~= 'open' then
-    return {'closed'}
-end
-if remaining < quantity then
-    return {'capacity', remaining}
-end
-local held_by_user = tonumber(redis.call('HGET', KEYS[K_USER_HELD], slot_field(slot_id, user_id)) or '0')
-if held_by_user + quantity > tonumber(ARGV[11]) then
-    return {'user_limit', held_by_user}
+local refused = hold_refusal(slot_id, user_id, quantity, ARGV[11])
+if refused then
+    return refused
 end
 
 local hold = {

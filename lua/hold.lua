@@ -46,26 +46,9 @@ if remembered then
     return {'replayed', cjson.encode(hold)}
 end
 
-local fields = redis.call('HMGET', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), slot_field(slot_id, 'state'))
-local remaining = tonumber(fields[1])
-if not remaining then
-    return {'not_found'}
-end
-if fields[2] ~= 'open' then
-    return {'closed'}
-end
-if remaining < quantity then
-    return {'capacity', remaining}
-end
--- A waiting customer is never overtaken: while anyone waits for this slot, what
--- is left belongs to the head of the line (it did not fit, or the offers stopped
--- at their per-call bound), so nothing is available to a new hold.
-if redis.call('HEXISTS', KEYS[K_WAITING], 'n:' .. slot_id) == 1 then
-    return {'capacity', 0}
-end
-local held_by_user = tonumber(redis.call('HGET', KEYS[K_USER_HELD], slot_field(slot_id, user_id)) or '0')
-if held_by_user + quantity > tonumber(ARGV[10]) then
-    return {'user_limit', held_by_user}
+local refused = hold_refusal(slot_id, user_id, quantity, ARGV[10])
+if refused then
+    return refused
 end
 
 local hold = {

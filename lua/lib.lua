@@ -181,6 +181,34 @@ end
 -- a waiting entry leaves or lapses (the next head may fit) and when a slot opens.
 local WAITLIST_OFFERS_PER_CALL = 32
 
+-- Why a new hold of ``quantity`` on the slot cannot be made for the user, as the
+-- script's refusal ({'not_found'}, {'closed'}, {'capacity', remaining},
+-- {'user_limit', held}); nil when it can. Single holds and group parts alike.
+local function hold_refusal(slot_id, user_id, quantity, max_held)
+    local fields = redis.call('HMGET', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), slot_field(slot_id, 'state'))
+    local remaining = tonumber(fields[1])
+    if not remaining then
+        return {'not_found'}
+    end
+    if fields[2] ~= 'open' then
+        return {'closed'}
+    end
+    if remaining < quantity then
+        return {'capacity', remaining}
+    end
+    -- A waiting customer is never overtaken: while anyone waits for this slot, what
+    -- is left belongs to the head of the line (it did not fit, or the offers stopped
+    -- at their per-call bound), so nothing is available to a new hold.
+    if redis.call('HEXISTS', KEYS[K_WAITING], 'n:' .. slot_id) == 1 then
+        return {'capacity', 0}
+    end
+    local held_by_user = tonumber(redis.call('HGET', KEYS[K_USER_HELD], slot_field(slot_id, user_id)) or '0')
+    if held_by_user + quantity > tonumber(max_held) then
+        return {'user_limit', held_by_user}
+    end
+    return nil
+end
+
 local function load_entry(entry_id)
     local raw = redis.call('HGET', KEYS[K_WAITLIST], entry_id)
     if not raw then

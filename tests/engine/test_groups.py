@@ -176,3 +176,21 @@ async def test_sweep_releases_a_half_made_group(make_engine: EngineFactory) -> N
     assert await totals(engine, 1) == (5, 5, 0, 0)
     out = await groups.hold("7", "k", [GroupItem(1, 2), GroupItem(2)], now_ms=T0 + 2001)
     assert out.changed
+
+
+async def test_a_group_does_not_overtake_a_waiting_customer(make_engine: EngineFactory) -> None:
+    """While anyone waits for a slot, what is left of it is the head of the line's:
+    a group needing that slot is refused like a single hold, and nothing is held."""
+    engine = await make_engine()
+    a, b = await slots(engine, 2, 5)
+    first = await engine.hold(a, "1", "k1", 1, now_ms=T0)
+    await engine.hold(a, "1", "k2", 1, now_ms=T0)
+    entry, _ = await engine.waitlist.join(a, "2", "w1", 2, now_ms=T0)
+    assert entry.status == "waiting"
+    await engine.cancel(first.hold.hold_id, "1", now_ms=T0 + 1)
+    assert (await engine.slot(a)).remaining == 1  # the head needs 2: it keeps waiting
+    with pytest.raises(GroupRefused) as refused:
+        await engine.groups.hold("4", "g", [GroupItem(b), GroupItem(a)], now_ms=T0 + 2)
+    assert (refused.value.index, refused.value.slot_id) == (1, a)
+    assert await totals(engine, b) == (5, 5, 0, 0)
+    assert (await engine.slot(a)).remaining == 1
