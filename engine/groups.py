@@ -45,7 +45,7 @@ from .group_models import (
     new_group_id,
     slot_of_group,
 )
-from .keys import KeySchema, new_hold_id
+from .keys import KeySchema, check_user_id, new_hold_id
 from .models import Hold
 from .replies import redis_errors, refusal, text
 from .scripts import Scripts
@@ -137,8 +137,7 @@ class Groups:
         raise errors.BackendUnavailable("the group's idempotency key is contended")
 
     def _check(self, user_id: str, key: str, items: Sequence[GroupItem]) -> None:
-        if not user_id or ":" in user_id:
-            raise ValueError(f"user_id must be non-empty and free of ':', got {user_id!r}")
+        check_user_id(user_id)
         if not key:
             raise ValueError("idempotency_key must not be empty")
         if not 1 <= len(items) <= self._settings.max_group_items:

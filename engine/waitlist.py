@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from . import errors
-from .keys import KeySchema, new_hold_id, slot_of_hold
+from .keys import KeySchema, check_user_id, new_hold_id, slot_of_hold
 from .models import Hold
 from .replies import redis_errors, refusal, text
 from .scripts import Scripts
@@ -59,8 +59,7 @@ class Waitlist:
             raise ValueError(f"quantity must be 1..{s.max_quantity}")
         if not idempotency_key:
             raise ValueError("idempotency_key must not be empty")
-        if not user_id or ":" in user_id:
-            raise ValueError(f"user_id must be non-empty and free of ':', got {user_id!r}")
+        check_user_id(user_id)
         partition = self._keys.partition_of(slot_id)
         keys = [
             *self._keys.partition(partition),

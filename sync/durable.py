@@ -24,7 +24,7 @@ import asyncpg
 from engine import Engine, GroupOutcome, Hold, Outcome
 from engine.sequence import fail_closed
 
-from .events import Entry, apply_entries
+from .events import Entry, apply_entries, lock_partitions
 from .records import upsert_holds
 from .sequence import note_sequences, sequence_marks
 
@@ -75,6 +75,7 @@ async def write_through(engine: Engine, redis: Any, pool: Any, outcome: Outcome)
     rewound = False
     try:
         async with pool.acquire() as conn, conn.transaction():
+            await lock_partitions(conn, [stream])
             if outcome.event is not None and outcome.entry_id is not None:
                 await apply_entries(conn, [Entry(stream, outcome.entry_id, "h", outcome.event)])
                 marks = sequence_marks([(outcome.entry_id, outcome.event)])
@@ -126,10 +127,12 @@ async def change_durably(
     return outcome
 
 
-async def _write_holds(pool: Any, holds: Sequence[Hold]) -> None:
+async def _write_holds(engine: Engine, pool: Any, holds: Sequence[Hold]) -> None:
     """The holds' current state in one transaction: all of them, or none."""
+    streams = [engine.keys.events(engine.keys.partition_of(h.slot_id)) for h in holds]
     try:
         async with pool.acquire() as conn, conn.transaction():
+            await lock_partitions(conn, streams)
             await upsert_holds(conn, holds, newer_only=True)
     except asyncpg.CheckViolationError as exc:
         if exc.constraint_name != _ARBITER:
@@ -161,10 +164,10 @@ async def change_group_durably(
     if command == "cancel" and all(h.confirmed_at_ms is None for h in holds):
         return outcome  # held, not booked: Redis-first like holds
     try:
-        await _write_holds(pool, holds)
+        await _write_holds(engine, pool, holds)
     except ConfirmRefused:
         cancelled = await groups.cancel(group_id, None)
         with contextlib.suppress(ConfirmRefused, DurableUnavailable):
-            await _write_holds(pool, cancelled.group.holds)
+            await _write_holds(engine, pool, cancelled.group.holds)
         raise
     return outcome

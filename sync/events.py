@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from .db import Conn, Pool
 from .records import at, upsert_holds, upsert_slots
 from .sequence import note_sequences, sequence_marks
 
-__all__ = ["Entry", "apply_entries", "write_batch"]
+__all__ = ["Entry", "apply_entries", "lock_partitions", "write_batch"]
 
 log = logging.getLogger("slotkeeper.sync")
 
@@ -139,6 +140,23 @@ async def _apply(conn: Conn, entries: list[Entry], *, with_feed: bool = True) ->
         await feed.append(conn, entries)  # the feed and webhook outbox, same transaction
 
 
+# Any constant works; every writer of a partition's holds takes the same one.
+_PARTITION_LOCK = 0x5107_0001
+
+
+async def lock_partitions(conn: Conn, streams: Iterable[str]) -> None:
+    """Take the transaction-level lock of each partition (named by its stream),
+    in one order, before any of its rows: the drain, a confirm's write-through
+    and a group's write each write holds and their slots' confirmed counters
+    (a trigger) in their own order, and would otherwise deadlock one another."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1::int, h) FROM"
+        " (SELECT DISTINCT hashtext(s) AS h FROM unnest($2::text[]) AS s ORDER BY h) AS x",
+        _PARTITION_LOCK,
+        sorted(set(streams)),
+    )
+
+
 async def apply_entries(conn: Conn, entries: list[Entry]) -> None:
     """Apply entries in the caller's transaction (the confirm's write-through).
 
@@ -171,9 +189,11 @@ async def write_batch(pool: Pool, entries: list[Entry], *, rewound: set[str] | N
     """
     if not entries:
         return 0
+    streams = {e.stream for e in entries}
     async with pool.acquire() as conn:
         try:
             async with conn.transaction():
+                await lock_partitions(conn, streams)
                 await _apply(conn, entries)
                 await _note_sequences(conn, entries, rewound)
             return 0
@@ -187,6 +207,7 @@ async def write_batch(pool: Pool, entries: list[Entry], *, rewound: set[str] | N
             pass
         rejected = 0
         async with conn.transaction():
+            await lock_partitions(conn, streams)
             for entry in entries:
                 try:
                     async with conn.transaction():

@@ -15,7 +15,7 @@ from engine.client import RedisClient
 from . import feed
 from .db import Pool
 from .drain import drain_stream
-from .events import Entry
+from .events import Entry, lock_partitions
 from .records import (
     HOLD_COLUMNS,
     SLOT_COLUMNS,
@@ -142,6 +142,7 @@ async def restore_from_redis(engine: Engine, pool: Pool, partition: int) -> int:
     holds = await engine.partition_holds(partition)
     entries = await engine.waitlist.partition_entries(partition)
     async with pool.acquire() as conn, conn.transaction():
+        await lock_partitions(conn, [engine.keys.events(partition)])
         await upsert_slots(conn, slots)
         await upsert_holds(conn, holds, newer_only=False)
         await upsert_entries(conn, entries)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -94,6 +95,12 @@ class Harness:
         built (empty), and an httpx client on it."""
         ctx = await AppContext.build(settings)
         await ensure_partitions(ctx.engine, ctx.redis, ctx.pool)
+        # An in-process worker (with_worker) may be building some of them at the same
+        # time: ensure_partitions leaves those to it. Wait until every one is built.
+        for _ in range(200):
+            if not await ctx.engine.unavailable_partitions():
+                break
+            await asyncio.sleep(0.05)
         app = create_app(settings, context=ctx)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         client = httpx.AsyncClient(transport=transport, base_url=base_url)

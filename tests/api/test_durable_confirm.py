@@ -4,6 +4,7 @@ answer was written by the confirm itself."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from engine import slot_of_hold
@@ -174,3 +175,34 @@ async def test_a_confirm_redis_lost_before_the_drain_still_reaches_the_feed(
     assert [(e.type, e.data["hold_id"]) for e in events] == [("hold.confirmed", hold_id)]
     assert events[0].data["status"] == "confirmed" and events[0].data["quantity"] == 1
     assert (await engine.get_hold(hold_id)).status == "confirmed"  # rebuilt from PostgreSQL
+
+
+async def test_confirms_racing_the_drain_never_deadlock(make_harness: HarnessFactory) -> None:
+    """The drain and confirms' write-throughs write the same holds and the same
+    slots' confirmed counters in their own orders; each takes its partition's lock
+    first (sync/events.py lock_partitions), so none is ever chosen as a deadlock
+    victim (it was a 500)."""
+    h = await make_harness(
+        with_worker=True,
+        hold_rate_per_minute=0,
+        max_held_per_user_slot=1_000,
+        backend_timeout_ms=10_000,
+    )
+    users = [await h.user() for _ in range(4)]
+    slots = [await h.slot(capacity=200) for _ in range(2)]
+
+    async def buy(n: int) -> int:
+        user, slot_id = users[n % 4], slots[n % 2]
+        headers = {**user["headers"], "Idempotency-Key": f"race-{n}"}
+        r = await h.client.post(
+            f"/slots/{slot_id}/hold", json={"quantity": 1 + n % 3}, headers=headers
+        )
+        assert r.status_code == 201, r.text
+        hold_id = r.json()["hold_id"]
+        r = await h.client.post(f"/holds/{hold_id}/confirm", headers=user["headers"])
+        return r.status_code
+
+    statuses = await asyncio.gather(*(buy(n) for n in range(120)))
+    assert statuses == [200] * 120
+    confirmed = sum(1 + n % 3 for n in range(120))
+    assert sum([await _confirmed_in_pg(h, s) for s in slots]) == confirmed

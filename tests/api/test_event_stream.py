@@ -76,10 +76,12 @@ async def test_stream_resumes_with_last_event_id_exactly_once(
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             producer = asyncio.create_task(hold_and_confirm(15))
-            async for frame in _frames(response):
-                seen.append(frame)
-                if len(seen) == first_batch:
-                    break  # the client goes away mid-stream
+            # Bounded: should the producer fail, the stream would wait for ever.
+            async with asyncio.timeout(60):
+                async for frame in _frames(response):
+                    seen.append(frame)
+                    if len(seen) == first_batch:
+                        break  # the client goes away mid-stream
         await producer
         await hold_and_confirm(5)  # more happens while nobody listens
         total = 1 + 2 * 20  # slot.created, then a held and a confirmed per hold
