@@ -7,7 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from asyncpg import InterfaceError, PostgresConnectionError, TooManyConnectionsError
+from asyncpg import (
+    InterfaceError,
+    InternalClientError,
+    PostgresConnectionError,
+    TooManyConnectionsError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
@@ -106,6 +111,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
         PostgresConnectionError: _database_down,
         InterfaceError: _database_down,
         TooManyConnectionsError: _database_down,
+        InternalClientError: _database_down,
         RedisConnectionError: _redis_down,
         RedisTimeoutError: _redis_down,
         ConnectionError: _database_down,

@@ -44,6 +44,9 @@ _UNREACHABLE = (
     asyncpg.InterfaceError,
     asyncpg.OperatorInterventionError,  # shutting down, cannot connect now
     asyncpg.TooManyConnectionsError,
+    # A pooled connection an outage cut mid-operation ("another operation is in
+    # progress"): the pool drops it; the client's retry gets a fresh one.
+    asyncpg.InternalClientError,
     OSError,  # includes TimeoutError
 )
 
