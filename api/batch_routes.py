@@ -2,13 +2,12 @@
 
 Every item gets the rules of a single hold (idempotency with its replay marker,
 caps, the per-user rate limit); the answer lists one result per item, in order.
-The engine's calls are made in one event-loop turn, so its Coalescer sends them
-as one pipeline (docs/decisions.md, "Hold batches").
+The items go to Redis as one script call per partition (engine/batch.py,
+lua/hold_batch.lua), sent as one pipeline (docs/decisions.md, "Hold batches").
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +17,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import engine
+from engine import Outcome
+from engine.batch import HoldItem
 from engine.keys import MAX_SLOT_ID
-from sync.holds import hold_or_replay
+from sync.holds import stored_hold
 
 from .auth import Principal
 from .context import AppContext
@@ -87,6 +88,21 @@ async def _unknown_users(ctx: AppContext, user_ids: set[str]) -> set[str]:
     return user_ids - {str(r["user_id"]) for r in rows}
 
 
+async def _hold_items(ctx: AppContext, items: list[_Item]) -> list[Outcome | engine.EngineError]:
+    """Each item's hold or refusal, in order; a hold that has left Redis replays
+    from PostgreSQL as hold_or_replay does. BackendUnavailable fails the whole
+    request (503: replay it with the same keys)."""
+    outcomes = await ctx.engine.batch.hold_many(
+        [HoldItem(i.slot_id, i.user_id, i.key, i.quantity) for i in items]
+    )
+    for n, outcome in enumerate(outcomes):
+        if isinstance(outcome, engine.HoldArchived):
+            hold = await stored_hold(ctx.pool, outcome.hold_id)
+            if hold is not None:
+                outcomes[n] = Outcome(hold, changed=False)
+    return outcomes
+
+
 def _problem(problem: Problem) -> dict[str, Any]:
     return {"status": problem.status, "problem": problem.body()}
 
@@ -129,23 +145,13 @@ async def create_batch(request: Request) -> Response:
                 detail = f"at most {ctx.settings.hold_rate_per_minute} holds a minute per user"
                 results[n] = _problem(Problem("rate-limited", detail, retry_after=wait))
 
-    # One loop turn: the Coalescer pipelines every call below into one write.
-    outcomes = await asyncio.gather(
-        *(
-            hold_or_replay(ctx.engine, ctx.pool, i.slot_id, i.user_id, i.key, i.quantity)
-            for i in items.values()
-        ),
-        return_exceptions=True,
-    )
+    # One script call per partition (engine/batch.py), all in one pipeline.
+    outcomes = await _hold_items(ctx, list(items.values()))
     changed = False
     for n, outcome in zip(list(items), outcomes, strict=True):
-        if isinstance(outcome, engine.BackendUnavailable):
-            raise outcome  # the whole request: 503, replay it with the same keys
         if isinstance(outcome, engine.EngineError):
             outcomes_seen[type(outcome).__name__] += 1
             results[n] = _problem(engine_problem(outcome))
-        elif isinstance(outcome, BaseException):
-            raise outcome
         else:
             changed = changed or outcome.changed
             outcomes_seen["created" if outcome.changed else "replayed"] += 1

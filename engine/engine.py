@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from . import errors, lifecycle
+from . import batch, errors, lifecycle
 from .client import RedisClient
 from .coalesce import Coalescer
 from .groups import Groups
@@ -67,6 +67,7 @@ class Engine:
         self.waitlist = Waitlist(redis, self._read, self._scripts, self.keys, self.settings)
         self.groups = Groups(redis, self.keys, self._scripts, self.settings)
         self.lifecycle = lifecycle.Lifecycle(self._hold_command, self._scripts, self.settings)
+        self.batch = batch.HoldBatch(self._run, self._scripts, self.keys, self.settings)
 
     # -- commands -------------------------------------------------------------
 

@@ -19,6 +19,7 @@ OPERATIONS = (
     "wait_join",
     "wait_leave",
     "extend",
+    "hold_batch",
 )
 # Hold groups (engine/groups.py).
 GROUP_OPERATIONS = ("group_part", "group_members", "group_home")
@@ -49,6 +50,7 @@ class Scripts:
         self.wait_join = self._by_name["wait_join"]
         self.wait_leave = self._by_name["wait_leave"]
         self.extend = self._by_name["extend"]
+        self.hold_batch = self._by_name["hold_batch"]
 
     def named(self, name: str) -> Any:
         return self._by_name[name]

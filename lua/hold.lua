@@ -28,33 +28,7 @@ if not now then
 end
 housekeep(now, ARGV[2], ARGV[3])
 
-local slot_id, user_id, quantity = ARGV[4], ARGV[5], tonumber(ARGV[6])
-
-local remembered = redis.call('GET', KEYS[K_EXTRA])
-if remembered then
-    local first, hold_id = split_pair(remembered)
-    local first_quantity = tonumber(first)
-    if first_quantity ~= quantity then
-        return {'idempotency_mismatch', first_quantity}
-    end
-    local hold = load_hold(hold_id)
-    if not hold then
-        return {'replay_archived', hold_id, first_quantity}
-    end
-    -- Housekeeping is bounded, so this hold may be due and not yet expired.
-    settle(hold, now)
-    return {'replayed', cjson.encode(hold)}
-end
-
-local refused = hold_refusal(slot_id, user_id, quantity, ARGV[10])
-if refused then
-    return refused
-end
-
-local hold = {
-    i = ARGV[7], s = slot_id, u = user_id, q = quantity, st = 'held',
-    c = now, e = now + tonumber(ARGV[8]), v = 1,
-}
-take_held(hold)
-remember_key(KEYS[K_EXTRA], hold, ARGV[9])
-return {'created', save_hold(hold, ARGV[11])}
+return hold_request(now, KEYS[K_EXTRA], {
+    slot = ARGV[4], user = ARGV[5], quantity = tonumber(ARGV[6]), hold_id = ARGV[7],
+    ttl_ms = ARGV[8], remember_ms = ARGV[9], max_held = ARGV[10], key = ARGV[11],
+})

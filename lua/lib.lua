@@ -423,3 +423,37 @@ local function ready(clock)
     return clock_ms(clock)
 end
 
+-- One hold request, after ready() and housekeep(): replay the hold ``record_key``
+-- remembers (or refuse a different quantity), else judge it by hold_refusal() and
+-- make it. The reply is hold.lua's (its header lists them); hold.lua and
+-- hold_batch.lua both call this, once per request. ``args`` holds the request:
+-- slot, user, quantity (a number), hold_id (used if a hold is made), ttl_ms,
+-- remember_ms, max_held, key (the idempotency key as sent).
+local function hold_request(now, record_key, args)
+    local remembered = redis.call('GET', record_key)
+    if remembered then
+        local first, hold_id = split_pair(remembered)
+        local first_quantity = tonumber(first)
+        if first_quantity ~= args.quantity then
+            return {'idempotency_mismatch', first_quantity}
+        end
+        local hold = load_hold(hold_id)
+        if not hold then
+            return {'replay_archived', hold_id, first_quantity}
+        end
+        -- Housekeeping is bounded, so this hold may be due and not yet expired.
+        settle(hold, now)
+        return {'replayed', cjson.encode(hold)}
+    end
+    local refused = hold_refusal(args.slot, args.user, args.quantity, args.max_held)
+    if refused then
+        return refused
+    end
+    local hold = {
+        i = args.hold_id, s = args.slot, u = args.user, q = args.quantity, st = 'held',
+        c = now, e = now + tonumber(args.ttl_ms), v = 1,
+    }
+    take_held(hold)
+    remember_key(record_key, hold, args.remember_ms)
+    return {'created', save_hold(hold, args.key)}
+end
