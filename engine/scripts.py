@@ -25,12 +25,15 @@ OPERATIONS = (
 GROUP_OPERATIONS = ("group_part", "group_members", "group_home")
 
 
+# The helpers prepended to every operation, in this order (each uses the ones before).
+LIBRARY = ("lib.lua", "lib_waitlist.lua", "lib_housekeeping.lua")
+
+
 def script_source(name: str) -> str:
-    """lib.lua followed by the operation: what Redis actually runs."""
+    """The helpers followed by the operation: what Redis actually runs."""
     folder = resources.files("lua")
-    lib = folder.joinpath("lib.lua").read_text(encoding="utf-8")
-    body = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    return lib + "\n" + body
+    parts = [folder.joinpath(f).read_text(encoding="utf-8") for f in (*LIBRARY, f"{name}.lua")]
+    return "\n".join(parts)
 
 
 class Scripts:

@@ -16,7 +16,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from engine.scripts import OPERATIONS
+from engine.scripts import LIBRARY, OPERATIONS
 
 REPO = Path(__file__).resolve().parents[2]
 _NOT_SOURCE = shutil.ignore_patterns(
@@ -79,7 +79,7 @@ def test_wheel_ships_every_script_and_loads_them_installed(tmp_path: Path) -> No
 
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        expected = {f"lua/{name}.lua" for name in (*OPERATIONS, "lib")}
+        expected = {f"lua/{name}.lua" for name in OPERATIONS} | {f"lua/{f}" for f in LIBRARY}
         assert expected <= names, sorted(expected - names)
         assert {"lua/__init__.py", "engine/__init__.py", "engine/scripts.py"} <= names
         # The dashboard's assets and every migration are package data too.
@@ -127,7 +127,7 @@ def test_wheel_ships_every_script_and_loads_them_installed(tmp_path: Path) -> No
     sources = json.loads(loaded.stdout)
 
     assert set(sources) == set(OPERATIONS)
-    lib = shipped["lua/lib.lua"]
+    library = [shipped[f"lua/{f}"] for f in LIBRARY]
     for name, text in sources.items():
-        assert text == lib + "\n" + shipped[f"lua/{name}.lua"], name
+        assert text == "\n".join([*library, shipped[f"lua/{name}.lua"]]), name
         assert f"-- {name}.lua" in text

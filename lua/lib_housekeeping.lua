@@ -1,0 +1,155 @@
+-- lib_housekeeping.lua — finishing holds, the expiry and finished queues, the
+-- readiness check and the single hold's rules; prepended after lib.lua and
+-- lib_waitlist.lua. See lib.lua for the keys and the stored forms.
+
+local function mark_finished(hold, at)
+    redis.call('RPUSH', KEYS[K_FINISHED], at .. '|' .. hold.i)
+end
+
+local function transition(hold, status, at_field, now)
+    hold.st = status
+    hold[at_field] = now
+    hold.v = hold.v + 1
+    return save_hold(hold)
+end
+
+local function expire_hold(hold, now)
+    release_held(hold)
+    give_back(hold)
+    mark_finished(hold, now)
+    local event = transition(hold, 'expired', 'xa', now)
+    capacity_freed(hold.s, now)
+    return event
+end
+
+-- Split a queue entry "<ms>|<hold id>".
+local function queue_entry(entry)
+    local at, hold_id = split_pair(entry)
+    return tonumber(at), hold_id
+end
+
+-- Take up to ``batch`` entries due at ``due_by`` off the head of a queue and
+-- hand each to ``visit``. Returns how many were taken.
+local function drain_queue(queue, due_by, batch, visit)
+    -- Most calls find nothing due: one element costs far less than a batch.
+    local first = redis.call('LINDEX', queue, 0)
+    if not first or queue_entry(first) > due_by then
+        return 0
+    end
+    local head = redis.call('LRANGE', queue, 0, batch - 1)
+    local taken = 0
+    for _, entry in ipairs(head) do
+        local at, hold_id = queue_entry(entry)
+        if at > due_by then
+            break
+        end
+        visit(at, hold_id)
+        taken = taken + 1
+    end
+    if taken > 0 then
+        redis.call('LTRIM', queue, taken, -1)
+    end
+    return taken
+end
+
+-- Expire due holds and forget finished ones older than ``retention_ms``, at
+-- most ``batch`` of each (both script arguments). Returns how many expired.
+local function housekeep(now, batch, retention_ms)
+    batch = tonumber(batch)
+    local expired = 0
+    drain_queue(KEYS[K_EXPIRY], now, batch, function(at, hold_id)
+        local hold = load_hold(hold_id)
+        -- Confirmed or cancelled since it was queued: nothing to do.
+        if hold and hold.st == 'held' and hold.e == at then
+            expire_hold(hold, now)
+            expired = expired + 1
+        end
+    end)
+    drain_queue(KEYS[K_FINISHED], now - tonumber(retention_ms), batch, function(_, hold_id)
+        if string.sub(hold_id, 1, 2) == 'w:' then
+            redis.call('HDEL', KEYS[K_WAITLIST], string.sub(hold_id, 3))
+        else
+            redis.call('HDEL', KEYS[K_HOLDS], hold_id)
+        end
+    end)
+    drain_queue(KEYS[K_WAIT_LAPSE], now, batch, function(at, entry_id)
+        local entry = load_entry(entry_id)
+        if entry and entry.st == 'waiting' and entry.e == at then
+            stop_waiting(entry, 'lapsed', 'xa', now)
+            save_entry(entry)
+            capacity_freed(entry.s, now)
+        end
+    end)
+    return expired
+end
+
+-- Is the head of the expiry queue due (more work for the sweep)?
+local function expiry_due(now)
+    local head = redis.call('LINDEX', KEYS[K_EXPIRY], 0)
+    local lapse = redis.call('LINDEX', KEYS[K_WAIT_LAPSE], 0)
+    return (head and queue_entry(head) <= now) or (lapse and queue_entry(lapse) <= now)
+end
+
+-- A held hold whose time has come is expired on the spot, so no command ever
+-- acts on a hold that should already be gone.
+local function settle(hold, now)
+    if hold.st == 'held' and hold.e <= now then
+        expire_hold(hold, now)
+    end
+    return hold
+end
+
+-- The hold ``hold_id``, if ``user_id`` may act on it ('' = operators: anyone),
+-- settled; nil when unknown or someone else's (the two look the same).
+local function owned_hold(hold_id, user_id, now)
+    local hold = load_hold(hold_id)
+    if not hold or (user_id ~= '' and hold.u ~= user_id) then
+        return nil
+    end
+    return settle(hold, now)
+end
+
+-- Fail closed: a partition without its epoch marker has lost its state. Nil
+-- then, else the time now (``clock`` as for clock_ms). Changes nothing: the
+-- operations call housekeep() themselves once they know the partition is there.
+local function ready(clock)
+    if not has_epoch() then
+        return nil
+    end
+    return clock_ms(clock)
+end
+
+-- One hold request, after ready() and housekeep(): replay the hold ``record_key``
+-- remembers (or refuse a different quantity), else judge it by hold_refusal() and
+-- make it. The reply is hold.lua's (its header lists them); hold.lua and
+-- hold_batch.lua both call this, once per request. ``args`` holds the request:
+-- slot, user, quantity (a number), hold_id (used if a hold is made), ttl_ms,
+-- remember_ms, max_held, key (the idempotency key as sent).
+local function hold_request(now, record_key, args)
+    local remembered = redis.call('GET', record_key)
+    if remembered then
+        local first, hold_id = split_pair(remembered)
+        local first_quantity = tonumber(first)
+        if first_quantity ~= args.quantity then
+            return {'idempotency_mismatch', first_quantity}
+        end
+        local hold = load_hold(hold_id)
+        if not hold then
+            return {'replay_archived', hold_id, first_quantity}
+        end
+        -- Housekeeping is bounded, so this hold may be due and not yet expired.
+        settle(hold, now)
+        return {'replayed', cjson.encode(hold)}
+    end
+    local refused = hold_refusal(args.slot, args.user, args.quantity, args.max_held)
+    if refused then
+        return refused
+    end
+    local hold = {
+        i = args.hold_id, s = args.slot, u = args.user, q = args.quantity, st = 'held',
+        c = now, e = now + tonumber(args.ttl_ms), v = 1,
+    }
+    take_held(hold)
+    remember_key(record_key, hold, args.remember_ms)
+    return {'created', save_hold(hold, args.key)}
+end
