@@ -263,10 +263,7 @@ class Groups:
 
     async def load(self, groups: Sequence[Group], *, now_ms: int | None = None) -> int:
         """Store records from the durable record while their partition is rebuilt."""
-        retention_ms = self._settings.finished_retention_s * 1000
-        return await load_groups(
-            self._redis, self._keys, groups, retention_ms=retention_ms, now_ms=now_ms
-        )
+        return await load_groups(self._redis, self._keys, self._settings, groups, now_ms=now_ms)
 
     # -- reading and changing -----------------------------------------------------
 

@@ -28,7 +28,7 @@ __all__ = ["groups_for_restore"]
 _LATEST = """
 WITH latest AS (
     SELECT DISTINCT ON (group_id) group_id, user_id, status, version, expires_at, members,
-           occurred_at, created_at
+           occurred_at, created_at, idempotency_key
     FROM group_events WHERE stream = $1
     ORDER BY group_id, version DESC, event_id DESC
 )
@@ -75,4 +75,5 @@ def _group(row: asyncpg.Record) -> Group:
         members=tuple(Member(str(m[0]), int(m[1]), int(m[2])) for m in members),
         confirmed_at_ms=confirmed_at,
         cancelled_at_ms=cancelled_at,
+        idempotency_key=row["idempotency_key"] or "",
     )

@@ -33,9 +33,15 @@ async def _lose_and_rebuild(env: SyncEnv, slot_ids: tuple[int, ...]) -> None:
     for partition in sorted({engine.keys.partition_of(s) for s in slot_ids}):
         await engine.reset_partition(partition)
         await env.redis.delete(engine.keys.events(partition))
-        group_keys = [k async for k in env.redis.scan_iter(match=engine.keys.group(partition, "*"))]
-        if group_keys:
-            await env.redis.delete(*group_keys)
+        keys = engine.keys
+        for pattern in (
+            keys.group(partition, "*"),
+            keys.group_idempotency(partition, "*", "*"),
+            keys.groups_due(partition),
+        ):
+            lost = [k async for k in env.redis.scan_iter(match=pattern)]
+            if lost:
+                await env.redis.delete(*lost)
         await restore_partition(engine, env.redis, env.pool, partition)
 
 
@@ -73,6 +79,9 @@ async def test_a_rebuild_keeps_members_in_their_group_and_brings_the_group_back(
     assert (back.created_at_ms, back.expires_at_ms) == (group.created_at_ms, group.expires_at_ms)
     assert [h.status for h in back.holds] == ["held", "held"]
     assert [(await engine.slot(s)).held for s in slots] == [2, 1]
+    # The key that made it is bound again: a retried request replays the group.
+    replay = await engine.groups.hold(user, "k", list(group.items))
+    assert not replay.changed and replay.group.group_id == group.group_id
 
     confirmed = (
         await change_group_durably(engine, env.pool, "confirm", group.group_id, user)
