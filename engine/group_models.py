@@ -74,6 +74,19 @@ class Group:
             idempotency_key=str(d.get("k", "")),
         )
 
+    def encode(self) -> bytes:
+        """The group JSON of lua/group_home.lua (a rebuild stores it, sync/group_restore.py)."""
+        d: dict[str, Any] = {
+            "i": self.group_id, "u": self.user_id, "st": self.status,
+            "c": self.created_at_ms, "e": self.expires_at_ms, "v": self.version,
+            "k": self.idempotency_key,
+            "m": [[m.hold_id, m.slot_id, m.quantity] for m in self.members],
+        }  # fmt: skip
+        for name, value in (("cf", self.confirmed_at_ms), ("ca", self.cancelled_at_ms)):
+            if value is not None:
+                d[name] = value
+        return orjson.dumps(d)
+
     @property
     def items(self) -> list[GroupItem]:
         return [GroupItem(m.slot_id, m.quantity) for m in self.members]

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from . import errors
+from .group_load import load_groups
 from .group_models import (
     Group,
     GroupCancelled,
@@ -259,6 +260,10 @@ class Groups:
             key = self._keys.group(self._keys.partition_of(slot), group_id)
             raw: bytes | None = await self._redis.get(key)
         return raw
+
+    async def load(self, groups: Sequence[Group], *, now_ms: int | None = None) -> int:
+        """Store records from the durable record while their partition is rebuilt."""
+        return await load_groups(self._redis, self._keys, self._settings, groups, now_ms=now_ms)
 
     # -- reading and changing -----------------------------------------------------
 

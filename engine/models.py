@@ -30,6 +30,7 @@ class Hold:
     cancelled_at_ms: int | None = None
     expired_at_ms: int | None = None
     extensions: int = 0
+    group_id: str = ""  # the hold group it is a member of ('' : a single hold)
 
     @classmethod
     def from_stored(cls, raw: bytes | str, hold_id: str | None = None) -> Hold:
@@ -49,6 +50,7 @@ class Hold:
             cancelled_at_ms=_opt_int(d.get("ca")),
             expired_at_ms=_opt_int(d.get("xa")),
             extensions=int(d.get("xn", 0)),
+            group_id=str(d.get("g") or ""),
         )
 
     @classmethod
@@ -91,6 +93,8 @@ class Hold:
                 d[name] = value
         if self.extensions:
             d["xn"] = self.extensions
+        if self.group_id:
+            d["g"] = self.group_id
         return d
 
 

@@ -83,8 +83,8 @@ ON CONFLICT DO NOTHING
 """
 _INSERT_GROUP_EVENT = """
 INSERT INTO group_events (stream, entry_id, group_id, user_id, status, version, expires_at,
-                          members, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
+                          members, occurred_at, created_at, idempotency_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11)
 ON CONFLICT DO NOTHING
 """
 
@@ -103,6 +103,8 @@ def _group_event(entry: Entry) -> tuple[Any, ...]:
         at(int(d["e"])),
         orjson.dumps(members).decode(),
         at(int(d["t"])),
+        at(int(d["c"])),
+        str(d.get("k") or "") or None,
     )
 
 

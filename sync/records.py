@@ -30,7 +30,7 @@ __all__ = [
 
 HOLD_COLUMNS = (
     "hold_id, slot_id, user_id, quantity, status, idempotency_key, created_at, expires_at,"
-    " confirmed_at, cancelled_at, expired_at, version, extensions"
+    " confirmed_at, cancelled_at, expired_at, version, extensions, group_id"
 )
 SLOT_COLUMNS = "slot_id, capacity, state, label, starts_at, ends_at"
 
@@ -62,6 +62,7 @@ def hold_from_row(row: asyncpg.Record) -> Hold:
         cancelled_at_ms=ms(row["cancelled_at"]),
         expired_at_ms=ms(row["expired_at"]),
         extensions=row["extensions"],
+        group_id=row["group_id"] or "",
     )
 
 
@@ -95,6 +96,7 @@ def _hold_row(hold: Hold) -> tuple[Any, ...]:
         at(hold.expired_at_ms),
         hold.version,
         hold.extensions,
+        hold.group_id or None,
     )
 
 
@@ -111,13 +113,14 @@ def slot_row(slot: Slot) -> tuple[Any, ...]:
 
 _UPSERT_HOLDS = f"""
 INSERT INTO holds ({HOLD_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (hold_id) DO UPDATE SET
     status = excluded.status, quantity = excluded.quantity, expires_at = excluded.expires_at,
     extensions = excluded.extensions, confirmed_at = excluded.confirmed_at,
     cancelled_at = excluded.cancelled_at, expired_at = excluded.expired_at,
     version = excluded.version,
-    idempotency_key = coalesce(holds.idempotency_key, excluded.idempotency_key)
+    idempotency_key = coalesce(holds.idempotency_key, excluded.idempotency_key),
+    group_id = coalesce(holds.group_id, excluded.group_id)
 """
 # Events of one hold may arrive out of order across batches claimed by different
 # workers: then an older version never overwrites a newer one; quantity (a partial
@@ -125,10 +128,11 @@ ON CONFLICT (hold_id) DO UPDATE SET
 # one exception is the idempotency key, which only the creating event carries: a
 # row first written from a later event (a confirm written through by the API
 # before the drain saw the hold made) gets its key when the creating event arrives.
+# A hold's group (g) never changes; a row without one takes it from any event.
 _NEWER = "holds.version < excluded.version"
 _UPSERT_NEWER_HOLDS = f"""
 INSERT INTO holds ({HOLD_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (hold_id) DO UPDATE SET
     quantity = CASE WHEN {_NEWER} THEN excluded.quantity ELSE holds.quantity END,
     status = CASE WHEN {_NEWER} THEN excluded.status ELSE holds.status END,
@@ -138,9 +142,11 @@ ON CONFLICT (hold_id) DO UPDATE SET
     cancelled_at = CASE WHEN {_NEWER} THEN excluded.cancelled_at ELSE holds.cancelled_at END,
     expired_at = CASE WHEN {_NEWER} THEN excluded.expired_at ELSE holds.expired_at END,
     version = GREATEST(holds.version, excluded.version),
-    idempotency_key = coalesce(holds.idempotency_key, excluded.idempotency_key)
+    idempotency_key = coalesce(holds.idempotency_key, excluded.idempotency_key),
+    group_id = coalesce(holds.group_id, excluded.group_id)
 WHERE {_NEWER}
     OR (holds.idempotency_key IS NULL AND excluded.idempotency_key IS NOT NULL)
+    OR (holds.group_id IS NULL AND excluded.group_id IS NOT NULL)
 """
 
 _UPSERT_SLOTS = f"""

@@ -16,6 +16,7 @@ from . import feed
 from .db import Pool
 from .drain import drain_stream
 from .events import Entry, lock_partitions
+from .group_restore import groups_for_restore
 from .records import (
     HOLD_COLUMNS,
     SLOT_COLUMNS,
@@ -70,6 +71,9 @@ async def restore_partition(engine: Engine, redis: RedisClient, pool: Pool, part
     sequence = await recorded_sequence(pool, engine.keys.events(partition))
     since = datetime.now(UTC) - timedelta(seconds=settings.finished_retention_s)
     entries = await entries_for_restore(pool, [s.slot_id for s in slots], since)
+    # Group records first: the partition stays closed until load_partition commits.
+    stream = engine.keys.events(partition)
+    await engine.groups.load(await groups_for_restore(pool, stream, since))
     epoch = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
     await engine.load_partition(
         partition, slots, holds, epoch=epoch, entries=entries, sequence=sequence
