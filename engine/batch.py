@@ -19,7 +19,7 @@ from . import errors
 from .keys import KeySchema, check_slot_id, check_user_id, new_hold_id
 from .models import Hold, Outcome
 from .replies import redis_errors, refusal, text
-from .scripts import Scripts
+from .scripts import Scripts, clock_arg, housekeeping_args
 from .settings import EngineSettings
 
 __all__ = ["HoldBatch", "HoldItem"]
@@ -47,8 +47,7 @@ class HoldBatch:
         self._keys = keys
         self._settings = settings
         self._fixed = [
-            str(settings.housekeeping_batch),
-            str(settings.finished_retention_s * 1000),
+            *housekeeping_args(settings),
             str(settings.hold_ttl_s * 1000),
             str(settings.idempotency_ttl_s * 1000),
             str(settings.max_held_per_user_slot),
@@ -69,7 +68,7 @@ class HoldBatch:
             if not item.idempotency_key:
                 raise ValueError("idempotency_key must not be empty")
             by_partition.setdefault(self._keys.partition_of(item.slot_id), []).append(n)
-        clock = "" if now_ms is None else str(int(now_ms))
+        clock = clock_arg(now_ms)
         calls = [
             self._call(partition, [items[n] for n in ns], clock)
             for partition, ns in by_partition.items()

@@ -28,7 +28,7 @@ from .replies import (
     text,
     written,
 )
-from .scripts import Scripts
+from .scripts import Scripts, clock_arg, housekeeping_args
 from .settings import EngineSettings
 from .waitlist import Waitlist
 from .waitlist_models import WaitEntry
@@ -36,10 +36,6 @@ from .waitlist_models import WaitEntry
 __all__ = ["Engine"]
 
 _LOAD_CHUNK = 500
-
-
-def _clock(now_ms: int | None) -> str:
-    return "" if now_ms is None else str(int(now_ms))
 
 
 class Engine:
@@ -61,8 +57,7 @@ class Engine:
         self._coalescer = Coalescer(redis) if self.settings.coalesce else None
         self._hold_ttl_ms = str(self.settings.hold_ttl_s * 1000)
         self._idempotency_ttl_ms = str(self.settings.idempotency_ttl_s * 1000)
-        self._batch = str(self.settings.housekeeping_batch)
-        self._retention_ms = str(self.settings.finished_retention_s * 1000)
+        self._batch, self._retention_ms = housekeeping_args(self.settings)
         self._max_held = str(self.settings.max_held_per_user_slot)
         self.waitlist = Waitlist(redis, self._read, self._scripts, self.keys, self.settings)
         self.groups = Groups(redis, self.keys, self._scripts, self.settings)
@@ -93,7 +88,7 @@ class Engine:
             self.keys.idempotency(slot_id, user_id, idempotency_key),
         ]
         args = [
-            _clock(now_ms),
+            clock_arg(now_ms),
             self._batch,
             self._retention_ms,
             str(slot_id),
@@ -161,7 +156,7 @@ class Engine:
             raise errors.HoldNotFound(hold_id)
         partition = self.keys.partition_of(slot_id)
         args = [
-            _clock(now_ms),
+            clock_arg(now_ms),
             self._batch,
             self._retention_ms,
             hold_id,
@@ -213,7 +208,7 @@ class Engine:
             raise ValueError("state must be 'open' or 'closed'")
         partition = self.keys.partition_of(slot_id)
         args = [
-            _clock(now_ms),
+            clock_arg(now_ms),
             self._batch,
             self._retention_ms,
             str(slot_id),
@@ -233,7 +228,7 @@ class Engine:
 
     async def sweep(self, partition: int, *, now_ms: int | None = None) -> tuple[int, bool]:
         """Expire due holds of one partition, one batch: (expired, more are due)."""
-        args = [_clock(now_ms), self._batch, self._retention_ms]
+        args = [clock_arg(now_ms), self._batch, self._retention_ms]
         async with redis_errors():
             reply = await self._scripts.expire(
                 keys=self.keys.partition(partition), args=args, client=self._redis
@@ -383,7 +378,7 @@ class Engine:
                 payload = orjson.dumps([h.to_stored() for h in hold_chunk])
                 await script(
                     keys=[*keys, *idem_keys],
-                    args=["holds", payload, _clock(now_ms), self._idempotency_ttl_ms],
+                    args=["holds", payload, clock_arg(now_ms), self._idempotency_ttl_ms],
                     client=self._redis,
                 )
             await self.waitlist.load(partition, entries, now_ms=now_ms)

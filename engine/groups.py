@@ -49,14 +49,10 @@ from .group_models import (
 from .keys import KeySchema, check_user_id, new_hold_id
 from .models import Hold
 from .replies import redis_errors, refusal, text
-from .scripts import Scripts
+from .scripts import Scripts, clock_arg, housekeeping_args
 from .settings import EngineSettings
 
 __all__ = ["Groups", "new_group_id", "slot_of_group"]
-
-
-def _clock(now_ms: int | None) -> str:
-    return "" if now_ms is None else str(int(now_ms))
 
 
 class Groups:
@@ -72,7 +68,7 @@ class Groups:
         self._members = scripts.named("group_members")
         self._home = scripts.named("group_home")
         self._pending_ms = settings.group_pending_ms
-        self._house = [str(settings.housekeeping_batch), str(settings.finished_retention_s * 1000)]
+        self._house = housekeeping_args(settings)
 
     # -- keys -------------------------------------------------------------------
 
@@ -92,7 +88,7 @@ class Groups:
         self, group_id: str, op: str, *args: str, now_ms: int | None, user: str = "", key: str = ""
     ) -> Any:
         keys = self._home_keys(group_id, user, key)
-        argv = [_clock(now_ms), *self._house, op, group_id, *args]
+        argv = [clock_arg(now_ms), *self._house, op, group_id, *args]
         async with redis_errors():
             reply = await self._home(keys=keys, args=argv, client=self._redis)
         if text(reply[0]) == "state_unavailable":
@@ -181,7 +177,7 @@ class Groups:
     ) -> Hold:
         partition = self._keys.partition_of(member.slot_id)
         args = [
-            _clock(now_ms),
+            clock_arg(now_ms),
             *self._house,
             str(member.slot_id),
             user_id,
@@ -332,7 +328,7 @@ class Groups:
             by_partition.setdefault(self._keys.partition_of(m.slot_id), []).append(m)
 
         async def run(partition: int, members: list[Member]) -> list[Any]:
-            args = [_clock(now_ms), *self._house, op, group.group_id]
+            args = [clock_arg(now_ms), *self._house, op, group.group_id]
             async with redis_errors():
                 reply = await self._members(
                     keys=self._keys.partition(partition),

@@ -7,7 +7,9 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-__all__ = ["OPERATIONS", "Scripts", "script_source"]
+from .settings import EngineSettings
+
+__all__ = ["OPERATIONS", "Scripts", "clock_arg", "housekeeping_args", "script_source"]
 
 OPERATIONS = (
     "hold",
@@ -23,6 +25,17 @@ OPERATIONS = (
 )
 # Hold groups (engine/groups.py).
 GROUP_OPERATIONS = ("group_part", "group_members", "group_home")
+
+
+def clock_arg(now_ms: int | None) -> str:
+    """ARGV[1] of every operation: an explicit clock in ms, or '' for Redis TIME."""
+    return "" if now_ms is None else str(int(now_ms))
+
+
+def housekeeping_args(settings: EngineSettings) -> list[str]:
+    """ARGV[2..3] of every operation: the housekeeping batch and the retention of
+    finished holds in ms (lua/lib.lua)."""
+    return [str(settings.housekeeping_batch), str(settings.finished_retention_s * 1000)]
 
 
 # The helpers prepended to every operation, in this order (each uses the ones before).

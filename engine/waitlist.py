@@ -15,17 +15,13 @@ from . import errors
 from .keys import KeySchema, check_user_id, new_hold_id, slot_of_hold
 from .models import Hold
 from .replies import redis_errors, refusal, text
-from .scripts import Scripts
+from .scripts import Scripts, clock_arg, housekeeping_args
 from .settings import EngineSettings
 from .waitlist_models import WaitEntry, Waiting
 
 __all__ = ["Waitlist"]
 
 _SEQ_DIGITS = 15
-
-
-def _clock(now_ms: int | None) -> str:
-    return "" if now_ms is None else str(int(now_ms))
 
 
 class Waitlist:
@@ -39,10 +35,7 @@ class Waitlist:
         self._scripts = scripts
         self._keys = keys
         self._settings = settings
-        self._housekeeping = [
-            str(settings.housekeeping_batch),
-            str(settings.finished_retention_s * 1000),
-        ]
+        self._housekeeping = housekeeping_args(settings)
 
     async def join(
         self,
@@ -66,7 +59,7 @@ class Waitlist:
             self._keys.wait_idempotency(slot_id, user_id, idempotency_key),
         ]
         args = [
-            _clock(now_ms),
+            clock_arg(now_ms),
             *self._housekeeping,
             str(slot_id),
             user_id,
@@ -97,7 +90,7 @@ class Waitlist:
         if slot_id is None:
             raise errors.EntryNotFound(entry_id)
         partition = self._keys.partition_of(slot_id)
-        args = [_clock(now_ms), *self._housekeeping, entry_id, user_id or ""]
+        args = [clock_arg(now_ms), *self._housekeeping, entry_id, user_id or ""]
         async with redis_errors():
             reply = await self._scripts.wait_leave(
                 keys=self._keys.partition(partition), args=args, client=self._redis
@@ -180,7 +173,7 @@ class Waitlist:
                     args=[
                         "waitlist",
                         orjson.dumps([e.to_stored() for e in chunk]),
-                        _clock(now_ms),
+                        clock_arg(now_ms),
                         str(self._settings.idempotency_ttl_s * 1000),
                         str(self._settings.waitlist_offer_ttl_s * 1000),
                     ],
