@@ -7,6 +7,7 @@ import platform
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING
@@ -24,6 +25,16 @@ if TYPE_CHECKING:
 
 PG_POOLS = (4, 8, 16, 32)
 MEMORY_HOLDS = 20_000
+
+
+@dataclass
+class Extras:
+    """The measurements made outside the wrk rounds (zero: not measured in this run)."""
+
+    evalsha_us: float = 0.0  # hold script server time under the bench (context)
+    drained: int = 0
+    drain_rate: float = 0.0
+    memory_per_hold: float = 0.0
 
 
 def _cases(bench: Bench) -> dict[str, Case]:
@@ -170,7 +181,7 @@ def run_some(bench: Bench, names: list[str]) -> str:
             with bench.worker(), bench.api(workers) as base:
                 for name in chosen:
                     cases[name].results.append(bench.drive(base, cases[name]))
-    return render(bench, cases, None, 0.0, 0, 0.0, 0.0)
+    return render(bench, cases, None, Extras())
 
 
 def run_all(bench: Bench, catalog: Bench | None = None) -> str:
@@ -186,7 +197,7 @@ def run_all(bench: Bench, catalog: Bench | None = None) -> str:
             "hold-spread (100k catalog)", "api1", "hold.lua", "/slots/1/hold",
             slots=catalog.args.catalog_slots,
         )  # fmt: skip
-    evalsha_us = 0.0
+    extras = Extras()
     for round_no in range(bench.args.rounds):
         print(f"round {round_no + 1}/{bench.args.rounds}", flush=True)
         with bench.worker():
@@ -196,7 +207,7 @@ def run_all(bench: Bench, catalog: Bench | None = None) -> str:
                         asyncio.run(_reset_stats(bench.redis_url))
                     cases[name].results.append(bench.drive(base, cases[name]))
                     if name == "hold-spread" and round_no == 0:
-                        evalsha_us = asyncio.run(_evalsha_cost_us(bench.redis_url))
+                        extras.evalsha_us = asyncio.run(_evalsha_cost_us(bench.redis_url))
             with bench.api(2) as base:
                 for name in API2:
                     cases[name].results.append(bench.drive(base, cases[name]))
@@ -207,9 +218,10 @@ def run_all(bench: Bench, catalog: Bench | None = None) -> str:
             with catalog.worker(), catalog.api(1) as base:
                 catalog_case.results.append(catalog.drive(base, catalog_case))
     backlog = 2_000 if bench.args.smoke else 50_000
-    drained, drain_rate = asyncio.run(_drain_rate(bench, backlog))
-    memory = asyncio.run(_memory_per_hold(bench)) if not bench.args.smoke else 0.0
-    return render(bench, cases, catalog_case, evalsha_us, drained, drain_rate, memory)
+    extras.drained, extras.drain_rate = asyncio.run(_drain_rate(bench, backlog))
+    if not bench.args.smoke:
+        extras.memory_per_hold = asyncio.run(_memory_per_hold(bench))
+    return render(bench, cases, catalog_case, extras)
 
 
 def _row(case: Case) -> str:
@@ -266,10 +278,7 @@ def render(
     bench: Bench,
     cases: dict[str, Case],
     catalog_case: Case | None,
-    evalsha_us: float,
-    drained: int,
-    drain_rate: float,
-    memory: float,
+    extras: Extras,
 ) -> str:
     def rps(name: str) -> float:
         return cases[name].median("requests_per_s")
@@ -290,30 +299,45 @@ def render(
             ratio = rps(name) / max(rps(base), 1e-9)
             target(label, ratio, f">= {goal:g}", ratio >= goal)
 
-    at_least("hold-spread / bare (1 worker)", "hold-spread", "bare", 0.5)
+    def at_most(label: str, value: float, goal: float) -> None:
+        if value > 0:
+            target(label, value, f"<= {goal:g}", value <= goal)
+
+    # The issue-12 targets: ratios to the bare route of the same server, measured in one run.
+    at_least("hold-spread / bare, 1 API worker, sync worker draining", "hold-spread", "bare", 0.5)
+    at_least("hold-hot / bare, 2 API workers", "hold-hot (2w)", "bare (2w)", 0.5)
+    if ran("hold-spread", "bare"):
+        at_most("hold-spread p99 / bare p99", p99("hold-spread") / max(p99("bare"), 1e-9), 2)
+    at_least("availability, all 1,000 slots, gzip / bare", "availability gzip", "bare", 0.6)
+    at_least("availability ?limit=100 / bare", "availability limit=100", "bare", 0.8)
+    at_least("availability (identity) / bare", "availability", "bare", 0.8)
     if ran("hold-batch", "hold-spread"):
         batch = rps("hold-batch") * BATCH_ITEMS / max(rps("hold-spread"), 1e-9)
         target("hold-batch holds/s / hold-spread req/s", batch, ">= 5", batch >= 5)
-    at_least("availability / bare", "availability", "bare", 0.8)
-    at_least("availability, all 1,000 slots, gzip / bare", "availability gzip", "bare", 0.6)
-    at_least("availability ?limit=100 / bare", "availability limit=100", "bare", 0.8)
-    full = ran("hold-hot (2w)", "pg-hot (2w)", "hold-spread (2w)", "pg-spread (2w)")
-    if full:
-        hot_ratio = rps("hold-hot (2w)") / max(rps("pg-hot (2w)"), 1e-9)
-        target("hold-hot / pg-hot req/s (2 workers)", hot_ratio, ">= 10", hot_ratio >= 10)
-        p99_ratio = p99("hold-hot (2w)") / max(p99("pg-hot (2w)"), 1e-9)
-        target("hold-hot p99 / pg-hot p99 (2 workers)", p99_ratio, "<= 0.2", p99_ratio <= 0.2)
-        spread_ratio = rps("hold-spread (2w)") / max(rps("pg-spread (2w)"), 1e-9)
-        target("hold-spread / pg-spread (2 workers)", spread_ratio, ">= 4", spread_ratio >= 4)
-        drain_ratio = drain_rate / rps("hold-spread")
-        target("drain events/s / hold-spread req/s", drain_ratio, ">= 3", drain_ratio >= 3)
     if catalog_case is not None and catalog_case.results:
         cat = catalog_case.median("requests_per_s") / rps("hold-spread")
         target("hold-spread 100k catalog / 1k catalog", cat, ">= 0.9", cat >= 0.9)
-    if full:
-        target("hold script server cost (us/call)", evalsha_us, "<= 20", 0 < evalsha_us <= 20)
-    if memory:
-        target("Redis bytes per active hold", memory, "<= 400", memory <= 400)
+    if extras.drain_rate and ran("hold-spread"):
+        drain_ratio = extras.drain_rate / rps("hold-spread")
+        target("drain events/s / hold-spread req/s", drain_ratio, ">= 3", drain_ratio >= 3)
+    if extras.memory_per_hold:
+        at_most("Redis bytes per active hold", extras.memory_per_hold, 400)
+    # The row-lock design, as context (on two cores no hold beats the bare route).
+    context: list[str] = []
+    if ran("hold-hot (2w)", "pg-hot (2w)", "hold-spread (2w)", "pg-spread (2w)"):
+        context = [
+            f"hold-hot / pg-hot req/s (2 workers): {rps('hold-hot (2w)') / rps('pg-hot (2w)'):.2f}",
+            f"hold-hot p99 / pg-hot p99 (2 workers):"
+            f" {p99('hold-hot (2w)') / max(p99('pg-hot (2w)'), 1e-9):.2f}",
+            f"hold-spread / pg-spread (2 workers):"
+            f" {rps('hold-spread (2w)') / rps('pg-spread (2w)'):.2f}",
+        ]
+    if extras.evalsha_us:
+        context.append(
+            f"hold script server time under the bench (Redis shared with wrk, the API and the"
+            f" worker): {extras.evalsha_us:.1f} us/call"
+        )
+    full = ran("pg-hot (2w)")
 
     lines = [
         "## Latest run" if full else "## Latest partial run (`--cases`)",
@@ -338,13 +362,13 @@ def render(
         "|---|---:|---:|---:|---:|",
         *(_row(c) for c in cases.values() if c.results),
     ]
+    if catalog_case is not None and catalog_case.results:
+        lines.append(_row(catalog_case))
     if ran("hold-batch"):
         lines.append(
             f"\nhold-batch: {BATCH_ITEMS} holds a request,"
             f" {rps('hold-batch') * BATCH_ITEMS:,.0f} holds/s."
         )
-    if catalog_case is not None and catalog_case.results:
-        lines.append(_row(catalog_case))
     if full:
         lines += [
             "",
@@ -352,7 +376,8 @@ def render(
             f" (hot: {cases['pg-hot (2w)'].pool}, spread: {cases['pg-spread (2w)'].pool});"
             " calibration: " + "; ".join(bench.notes) + ".",
             "",
-            f"drain: {drained:,} hold events written to PostgreSQL at {drain_rate:,.0f} events/s"
+            f"drain: {extras.drained:,} hold events written to PostgreSQL at"
+            f" {extras.drain_rate:,.0f} events/s"
             " (the worker's batch path: XREADGROUP 500, one transaction, XACK).",
         ]
     lines += [
@@ -367,4 +392,6 @@ def render(
         ),
         "",
     ]
+    if context:
+        lines += ["Context (not targets):", "", *(f"- {line}" for line in context), ""]
     return "\n".join(lines)
