@@ -41,10 +41,17 @@ log = logging.getLogger("slotkeeper.sync")
 
 DEFAULT_LIMIT = 1000  # slots looked at per round; the rest wait for the next one
 
+# A slot with a member of a hold group waits until every slot of the group is due
+# too, so a group (a booking across slots) leaves Redis as a whole, never half.
 _DUE = """
-SELECT slot_id FROM slots
-WHERE archived_at IS NULL AND ends_at < $1
-ORDER BY ends_at, slot_id LIMIT $2
+SELECT s.slot_id FROM slots s
+WHERE s.archived_at IS NULL AND s.ends_at < $1
+    AND NOT EXISTS (
+        SELECT 1 FROM holds h JOIN holds o ON o.group_id = h.group_id
+        JOIN slots os ON os.slot_id = o.slot_id
+        WHERE h.slot_id = s.slot_id AND h.group_id IS NOT NULL
+            AND os.archived_at IS NULL AND (os.ends_at IS NULL OR os.ends_at >= $1))
+ORDER BY s.ends_at, s.slot_id LIMIT $2
 """
 _HOLDS = """
 SELECT slot_id, hold_id, version, user_id, idempotency_key, status, quantity

@@ -21,6 +21,7 @@ from .records import HOLD_COLUMNS, SLOT_COLUMNS, at, hold_from_row, slot_from_ro
 
 __all__ = [
     "apply_archive_events",
+    "archived_group_refusal",
     "archived_hold_refusal",
     "archived_slot",
     "mark_archived",
@@ -121,3 +122,18 @@ async def archived_hold_refusal(
     if row is None or (user_id is not None and str(row["user_id"]) != user_id):
         return None
     return engine.SlotArchived(slot_id, hold_id)
+
+
+async def archived_group_refusal(
+    pool: Pool, group_id: str, user_id: str | None
+) -> engine.SlotArchived | None:
+    """SlotArchived if a member of ``user_id``'s (None: anyone's) group is on an
+    archived slot (the archive takes a group's slots only once all are over)."""
+    slot_id = await pool.fetchval(
+        "SELECT h.slot_id FROM holds h JOIN slots s USING (slot_id)"
+        " WHERE h.group_id = $1 AND s.archived_at IS NOT NULL"
+        " AND ($2::bigint IS NULL OR h.user_id = $2) LIMIT 1",
+        group_id,
+        None if user_id is None else int(user_id),
+    )
+    return None if slot_id is None else engine.SlotArchived(int(slot_id))

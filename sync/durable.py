@@ -24,7 +24,7 @@ import asyncpg
 from engine import Engine, GroupOutcome, Hold, HoldNotFound, Outcome
 from engine.sequence import fail_closed
 
-from .archived import archived_hold_refusal
+from .archived import archived_group_refusal, archived_hold_refusal
 from .events import Entry, apply_entries, lock_partitions
 from .records import upsert_holds
 from .sequence import note_sequences, sequence_marks
@@ -169,6 +169,11 @@ async def change_group_durably(
     ConfirmRefused after cancelling the group in Redis, as change_durably does.
     """
     groups = engine.groups
+    if command == "cancel":
+        # A group with a member on an archived slot is over: read-only (409).
+        refused = await archived_group_refusal(pool, group_id, user_id)
+        if refused is not None:
+            raise refused
     change = groups.confirm if command == "confirm" else groups.cancel
     outcome = await change(group_id, user_id)
     holds = outcome.group.holds

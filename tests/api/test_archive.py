@@ -107,6 +107,16 @@ async def test_changes_to_an_archived_slot_are_409(make_harness: HarnessFactory)
     assert r.status_code == 422 and r.json()["type"] == "/problems/idempotency-mismatch"
     r = await h.client.post(f"/slots/{slot_id}/hold", headers=headers)
     assert r.status_code == 201 and r.json()["status"] == "confirmed"
+    # A batch answers each item as the single route does.
+    items = [
+        {"slot_id": slot_id, "idempotency_key": "first"},
+        {"slot_id": slot_id, "idempotency_key": "another"},
+    ]
+    r = await h.client.post("/holds/batch", json={"items": items}, headers=user["headers"])
+    first, second = r.json()["results"]
+    assert first["status"] == 201 and first["replayed"] and first["hold"]["hold_id"] == hold_id
+    assert second["status"] == 409
+    assert second["problem"]["type"] == "/problems/slot-archived"
     # A slot that never existed is still 404.
     r = await h.client.post(
         "/slots/987654/hold", headers={**user["headers"], "Idempotency-Key": "x"}
@@ -121,3 +131,34 @@ def test_the_archive_delay_is_a_checked_setting() -> None:
         assert Settings.from_env({name: "3600"}).sync_settings().slot_archive_after_s == 3600
     with pytest.raises(ConfigError, match="SLOTKEEPER_SLOT_ARCHIVE_AFTER_SECONDS"):
         Settings.from_env({"SLOTKEEPER_SLOT_ARCHIVE_AFTER_S": "-1"})
+
+
+async def test_a_group_leaves_redis_only_with_all_its_slots(make_harness: HarnessFactory) -> None:
+    h = await make_harness()
+    user = await h.user()
+    over, later = await h.slot(5, ends_at=PAST), await h.slot(5, ends_at="2999-01-01T00:00:00Z")
+    a, b = await h.slot(5, ends_at=PAST), await h.slot(5, ends_at=PAST)
+
+    async def booked(items: list[int], key: str) -> str:
+        r = await h.client.post(
+            "/holds",
+            json={"items": [{"slot_id": s} for s in items]},
+            headers={**user["headers"], "Idempotency-Key": key},
+        )
+        assert r.status_code == 201, r.text
+        group_id = str(r.json()["group_id"])
+        r = await h.client.post(f"/holds/groups/{group_id}/confirm", headers=user["headers"])
+        assert r.status_code == 200, r.text
+        return group_id
+
+    await booked([over, later], "g-mixed")
+    ended = await booked([a, b], "g-over")
+    # The group on a slot still to come keeps its ended slot in Redis.
+    assert await _archive(h) == 2
+    assert (await h.ctx.engine.slot(over)).confirmed == 1
+    with pytest.raises(engine.SlotNotFound):
+        await h.ctx.engine.slot(a)
+    # A group that is over is read-only as a whole.
+    _archived_409(await h.client.delete(f"/holds/groups/{ended}", headers=user["headers"]))
+    r = await h.client.delete(f"/holds/groups/{ended}", headers=(await h.user())["headers"])
+    assert r.status_code == 404
