@@ -174,7 +174,7 @@ async def memory_growth(
 
     bench = Bench(argparse.Namespace(slots=0), redis_url, dsn, Path(tempfile.gettempdir()))
     await bench.prepare()
-    redis = aioredis.Redis.from_url(redis_url, max_connections=64)
+    redis = aioredis.Redis.from_url(redis_url, max_connections=2 * _CHUNK)
     pool = await asyncpg.create_pool(bench.dsn, min_size=1, max_size=8)
     try:
         engine = Engine(redis, bench.settings.engine_settings())
