@@ -95,6 +95,10 @@ class DaySimulation:
     archive_after_s: int = 86_400
     start_ms: int = START_MS
     first_slot_id: int = 1
+    # A catalog is published ahead: the slots of day d exist from day d - this. With
+    # 1, the live set (yesterday's until archived, today's, tomorrow's) is the same
+    # from day 1 on; with 0 it is smaller on day 1 only (see docs/decisions.md).
+    publish_ahead_days: int = 1
     # Hold ids made, by the day their slot ends.
     holds_by_day: list[list[str]] = field(default_factory=list)
 
@@ -107,20 +111,33 @@ class DaySimulation:
             while more:
                 _, more = await self.engine.sweep(partition, now_ms=now_ms)
 
-    async def run_day(self, day: int) -> None:
-        """Day ``day`` (0-based): its slots, holds, sweeps, drain and archive."""
-        eng, start = self.engine, self.day_start(day)
+    def slot_ids(self, day: int) -> range:
         first = self.first_slot_id + day * self.slots_per_day
-        slot_ids = range(first, first + self.slots_per_day)
-        ends_ms = start + 12 * HOUR_MS
+        return range(first, first + self.slots_per_day)
+
+    async def publish(self, day: int, now_ms: int) -> None:
+        """Create the slots ending (at noon) on ``day``."""
+        eng, slot_ids = self.engine, self.slot_ids(day)
+        ends_ms = self.day_start(day) + 12 * HOUR_MS
         await self.pool.executemany(
             "INSERT INTO slots (slot_id, capacity, ends_at) VALUES ($1, $2, $3)",
             [(s, CAPACITY, datetime.fromtimestamp(ends_ms / 1000, UTC)) for s in slot_ids],
         )
         meta = {"ends_at": _iso(ends_ms)}
         await _in_chunks(
-            [partial(eng.create_slot, s, CAPACITY, attributes=meta, now_ms=start) for s in slot_ids]
+            [
+                partial(eng.create_slot, s, CAPACITY, attributes=meta, now_ms=now_ms)
+                for s in slot_ids
+            ]
         )
+
+    async def run_day(self, day: int) -> None:
+        """Day ``day`` (0-based): the slots of ``publish_ahead_days`` later are
+        published, today's are sold; sweeps, the drain and the archive run."""
+        eng, start = self.engine, self.day_start(day)
+        for later in range(0 if day == 0 else self.publish_ahead_days, self.publish_ahead_days + 1):
+            await self.publish(day + later, start)
+        slot_ids = self.slot_ids(day)
         held_at = start + HOUR_MS
         user, run = self.user_id, uuid.uuid4().hex[:6]
         made = await _in_chunks(
@@ -166,7 +183,12 @@ async def simulate(
 
 
 async def memory_growth(
-    redis_url: str, dsn: str, *, days: int = 30, slots_per_day: int = 1000
+    redis_url: str,
+    dsn: str,
+    *,
+    days: int = 30,
+    slots_per_day: int = 1000,
+    publish_ahead_days: int = 1,
 ) -> MemoryGrowth:
     """Redis memory after ``days`` simulated days / after day 1, on a deployment of
     its own (key prefix and database, bench/run.py's Bench) on these servers."""
@@ -179,7 +201,9 @@ async def memory_growth(
     try:
         engine = Engine(redis, bench.settings.engine_settings())
         user_id = str(await pool.fetchval("SELECT min(user_id) FROM users"))
-        sim = DaySimulation(engine, redis, pool, user_id, slots_per_day)
+        sim = DaySimulation(
+            engine, redis, pool, user_id, slots_per_day, publish_ahead_days=publish_ahead_days
+        )
         sizes = await simulate(sim, days, lambda: prefix_bytes(redis, bench.prefix))
         archived = [h for day in sim.holds_by_day[:-1] for h in day]
         kept = await pool.fetchval(
@@ -208,6 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--slots-per-day", type=int, default=1000)
+    parser.add_argument("--publish-ahead-days", type=int, default=1)
     args = parser.parse_args()
     redis_url = os.environ.get("SLOTKEEPER_BENCH_REDIS_URL", "")
     dsn = os.environ.get("SLOTKEEPER_BENCH_DATABASE_URL", "")
@@ -223,13 +248,15 @@ def main() -> None:
                     dsn or servers.database_url,
                     days=args.days,
                     slots_per_day=args.slots_per_day,
+                    publish_ahead_days=args.publish_ahead_days,
                 )
             )
     print(
         f"Redis memory after {result.days} days ({result.slots_per_day} slots a day,"
         f" half sold): {result.last_bytes:,} bytes; after day 1: {result.day1_bytes:,};"
         f" ratio {result.ratio:.2f} (goal <= 1.2); {result.archived_holds:,} archived"
-        f" holds, all in PostgreSQL; {time.perf_counter() - started:.0f} s"
+        f" holds, all in PostgreSQL; largest day / smallest: "
+        f"{max(result.per_day) / min(result.per_day):.2f}; {time.perf_counter() - started:.0f} s"
     )
 
 
