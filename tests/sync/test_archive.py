@@ -12,6 +12,7 @@ from sync.drain import drain_all
 from sync.holds import find_hold
 from sync.reconcile import check_partition, reconcile
 from sync.restore import restore_partition
+from sync.service import SyncService
 
 from .conftest import SyncEnvFactory
 from .helpers import SyncEnv, make_users
@@ -203,3 +204,18 @@ async def test_memory_stays_flat_over_thirty_days(make_env: SyncEnvFactory) -> N
             hold = await find_hold(env.engine, env.pool, hold_id)
             assert hold is not None and hold.status in ("confirmed", "cancelled", "expired")
     assert sim.day_start(30) - sim.day_start(0) == 30 * DAY_MS
+
+
+async def test_the_service_archives_under_its_lock(make_env: SyncEnvFactory) -> None:
+    env = await make_env()
+    (user,) = await make_users(env.pool, 1)
+    await _slot(env, 11)
+    await _booked(env, 11, user)
+    service = SyncService(env.engine, env.redis, env.pool, archive_after_s=AFTER_S)
+    lock = env.redis.lock(env.engine.keys.lock("archive"), timeout=5)
+    assert await lock.acquire()
+    assert await service.archive(now_ms=ARCHIVE_AT) is None  # another process archives
+    await lock.release()
+    stats = await service.archive(now_ms=ARCHIVE_AT)
+    assert stats is not None and stats.archived == 1
+    assert await _archived_at(env, 11) is not None
