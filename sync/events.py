@@ -175,7 +175,7 @@ async def apply_entries(conn: Conn, entries: list[Entry]) -> None:
 async def _note_sequences(conn: Conn, entries: list[Entry], rewound: set[str] | None) -> None:
     """Record each stream's highest event sequence (sync/sequence.py)."""
     for stream in dict.fromkeys(e.stream for e in entries):
-        # Hold and slot events carry the partition's sequence ("n"); a waitlist
+        # Hold, slot and archive events carry the partition's sequence ("n"); a waitlist
         # entry's "n" is its place in the line.
         marks = sequence_marks(
             (e.entry_id, e.payload)
