@@ -17,6 +17,7 @@ slot ever sold. PostgreSQL keeps it and answers for it from then on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -40,6 +41,9 @@ __all__ = ["ArchiveStats", "archive_finished", "archive_slot"]
 log = logging.getLogger("slotkeeper.sync")
 
 DEFAULT_LIMIT = 1000  # slots looked at per round; the rest wait for the next one
+# Slots of one partition archived at once (each is a script call and an UPDATE;
+# bounded so the Redis and PostgreSQL pools are never exhausted).
+_AT_ONCE = 8
 
 # A slot with a member of a hold group waits until every slot of the group is due
 # too, so a group (a booking across slots) leaves Redis as a whole, never half.
@@ -89,6 +93,22 @@ async def archive_slot(
     return result
 
 
+async def _archive_slots(
+    archiver: Archiver, pool: Pool, slot_ids: list[int], now_ms: int
+) -> list[ArchiveResult]:
+    """Slots of one drained partition, a few at once; their results in order."""
+    holds: dict[int, list[asyncpg.Record]] = {slot_id: [] for slot_id in slot_ids}
+    for row in await pool.fetch(_HOLDS, slot_ids):
+        holds[row["slot_id"]].append(row)
+    gate = asyncio.Semaphore(_AT_ONCE)
+
+    async def one(slot_id: int) -> ArchiveResult:
+        async with gate:
+            return await archive_slot(archiver, pool, slot_id, now_ms=now_ms, rows=holds[slot_id])
+
+    return list(await asyncio.gather(*(one(slot_id) for slot_id in slot_ids)))
+
+
 async def archive_finished(
     engine: Engine,
     redis: RedisClient,
@@ -111,13 +131,8 @@ async def archive_finished(
     for partition, slot_ids in sorted(by_partition.items()):
         with contextlib.suppress(StateUnavailable):  # rebuilt first, archived next round
             await drain_stream(engine, redis, pool, partition, consumer="archive")
-            holds: dict[int, list[asyncpg.Record]] = {slot_id: [] for slot_id in slot_ids}
-            for row in await pool.fetch(_HOLDS, slot_ids):
-                holds[row["slot_id"]].append(row)
-            for slot_id in slot_ids:
-                result = await archive_slot(
-                    archiver, pool, slot_id, now_ms=now_ms, rows=holds[slot_id]
-                )
+            results = await _archive_slots(archiver, pool, slot_ids, now_ms)
+            for slot_id, result in zip(slot_ids, results, strict=True):
                 if result.status in ("archived", "not_found"):
                     stats.archived += 1
                     stats.holds += result.removed
