@@ -20,6 +20,7 @@ import engine
 from engine import Outcome
 from engine.batch import HoldItem
 from engine.keys import MAX_SLOT_ID
+from sync.archived import replay_or_refuse
 from sync.holds import stored_hold
 
 from .auth import Principal
@@ -100,6 +101,17 @@ async def _hold_items(ctx: AppContext, items: list[_Item]) -> list[Outcome | eng
             hold = await stored_hold(ctx.pool, outcome.hold_id)
             if hold is not None:
                 outcomes[n] = Outcome(hold, changed=False)
+        elif isinstance(outcome, engine.SlotNotFound):
+            # An archived slot: a replay from PostgreSQL, or 409 slot-archived.
+            item = items[n]
+            try:
+                replayed = await replay_or_refuse(
+                    ctx.pool, item.slot_id, item.user_id, item.key, item.quantity
+                )
+            except engine.EngineError as refused:
+                outcomes[n] = refused
+            else:
+                outcomes[n] = outcome if replayed is None else replayed
     return outcomes
 
 

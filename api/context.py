@@ -105,6 +105,7 @@ class AppContext:
                 pool,
                 claim_idle_ms=settings.sync_claim_idle_ms,
                 webhooks=settings.webhook_settings(),
+                archive_after_s=settings.slot_archive_after_s,
             )
             ctx.sync.start()
         return ctx

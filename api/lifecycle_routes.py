@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import engine
+from sync.archived import archived_hold_refusal
 
 from .context import AppContext
 from .http import hold_body, json_response, read_json
@@ -41,10 +42,16 @@ async def confirm_quantity(request: Request, ctx: AppContext) -> int | None:
 async def extend_hold(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     principal = await ctx.tokens.authenticate(request)
+    hold_id = request.path_params["hold_id"]
     try:
-        outcome = await ctx.engine.lifecycle.extend(
-            request.path_params["hold_id"], principal.user_id
-        )
+        try:
+            outcome = await ctx.engine.lifecycle.extend(hold_id, principal.user_id)
+        except engine.HoldNotFound:
+            # A hold of an archived slot is read-only: 409, not 404 (sync/archive.py).
+            refused = await archived_hold_refusal(ctx.pool, hold_id, principal.user_id)
+            if refused is None:
+                raise
+            raise refused from None
     except engine.EngineError as exc:
         ctx.metrics.hold_changes.labels("extend", type(exc).__name__).inc()
         raise

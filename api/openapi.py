@@ -248,6 +248,7 @@ def _paths() -> dict[str, Any]:
                         "forbidden",
                         "not-found",
                         "capacity-below-committed",
+                        "slot-archived",
                         "state-unavailable",
                         *_BODY,
                         *_AUTH,
@@ -271,6 +272,7 @@ def _paths() -> dict[str, Any]:
                         "invalid-idempotency-key",
                         "not-found",
                         "slot-closed",
+                        "slot-archived",
                         "capacity-exhausted",
                         "user-hold-limit",
                         "idempotency-mismatch",
@@ -311,7 +313,10 @@ def _paths() -> dict[str, Any]:
             ),
             "delete": _op(
                 "Cancel a hold or booking; its quantity returns to the slot",
-                {"200": hold_ok, **_problems("not-found", "state-unavailable", *_AUTH)},
+                {
+                    "200": hold_ok,
+                    **_problems("not-found", "slot-archived", "state-unavailable", *_AUTH),
+                },
                 security=_BEARER,
                 parameters=[_HOLD_ID],
             ),

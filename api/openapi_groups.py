@@ -113,7 +113,7 @@ def _paths() -> dict[str, Any]:
             ),
             "delete": _op(
                 "Cancel every member (held or confirmed); their quantity returns; idempotent",
-                {"200": ok, **read_errors},
+                {"200": ok, **_problems("slot-archived"), **read_errors},
                 security=_BEARER,
                 parameters=[_GROUP_ID],
             ),

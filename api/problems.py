@@ -25,6 +25,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "slot-exists": (409, "Slot already exists"),
     "slot-closed": (409, "Slot is closed"),
+    "slot-archived": (409, "Slot is over and archived; it and its holds are read-only"),
     "capacity-exhausted": (409, "Not enough remaining capacity"),
     "capacity-below-committed": (409, "Capacity below what is held and confirmed"),
     "user-hold-limit": (409, "Too many units held on this slot"),
@@ -108,6 +109,13 @@ def engine_problem(exc: engine.EngineError) -> Problem:
             )
         case engine.SlotExists():
             return Problem("slot-exists", f"slot {exc.slot_id} already exists")
+        case engine.SlotArchived():
+            what = f"hold {exc.hold_id} of slot" if exc.hold_id else "slot"
+            return Problem(
+                "slot-archived",
+                f"{what} {exc.slot_id} is archived: it is over and can no longer change",
+                slot_id=exc.slot_id,
+            )
         case engine.SlotClosed():
             return Problem("slot-closed", f"slot {exc.slot_id} is closed to new holds")
         case engine.CapacityExhausted():

@@ -66,6 +66,7 @@ _RANGES: dict[str, tuple[int, int]] = {
     "webhook_timeout_ms": (1, 600_000),
     "webhook_backoff_ms": (1, 3_600_000),
     "webhook_retry_for_s": (1, 30 * 86_400),
+    "slot_archive_after_s": (0, 3660 * 86_400),
     "availability_cache_ms": (0, 86_400_000),
     "availability_page_limit": (1, 100_000),
     "backend_timeout_ms": (1, 600_000),
@@ -152,6 +153,8 @@ class Settings:
     webhook_timeout_ms: int = 10_000
     webhook_backoff_ms: int = 1_000
     webhook_retry_for_s: int = 86_400
+    # A slot whose ends_at is past by this long leaves Redis with its holds.
+    slot_archive_after_s: int = _SYNC.slot_archive_after_s
 
     availability_cache_ms: int = 500
     availability_page_limit: int = 1000
@@ -225,6 +228,7 @@ class Settings:
             database_timeout_s=self.sync_database_timeout_ms / 1000,
             claim_idle_ms=self.sync_claim_idle_ms,
             webhooks=self.webhook_settings(),
+            slot_archive_after_s=self.slot_archive_after_s,
         )
 
     def webhook_settings(self) -> WebhookSettings:

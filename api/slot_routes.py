@@ -8,7 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import engine
 from sync import catalog
+from sync.archived import archived_slot
 
 from .auth import Principal
 from .availability_routes import availability
@@ -34,7 +36,15 @@ _PATCH_FIELDS = _CREATE_FIELDS - {"slot_id"}
 async def get_slot(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     await ctx.tokens.authenticate(request)
-    slot = await ctx.engine.slot(path_id(request, "slot_id"))
+    slot_id = path_id(request, "slot_id")
+    try:
+        slot = await ctx.engine.slot(slot_id)
+    except engine.SlotNotFound:
+        # A slot that is over left Redis; PostgreSQL keeps it (sync/archive.py).
+        archived = await archived_slot(ctx.pool, slot_id)
+        if archived is None:
+            raise
+        return json_response({**slot_body(archived), "waiting": {"entries": 0, "units": 0}})
     waiting = (await ctx.engine.waitlist.waiting([slot.slot_id])).get(slot.slot_id)
     body = slot_body(slot)
     body["waiting"] = {"entries": waiting.entries if waiting else 0}

@@ -25,6 +25,7 @@ __all__ = [
     "IdempotencyMismatch",
     "NotReplicated",
     "QuantityTooLarge",
+    "SlotArchived",
     "SlotClosed",
     "SlotExists",
     "SlotNotFound",
@@ -60,6 +61,16 @@ class SlotExists(EngineError):
     def __init__(self, slot_id: int) -> None:
         super().__init__(f"slot {slot_id} already exists")
         self.slot_id = slot_id
+
+
+class SlotArchived(EngineError):
+    """The slot is over and archived: PostgreSQL keeps it and its holds for reading,
+    nothing changes them any more (sync/archive.py)."""
+
+    def __init__(self, slot_id: int, hold_id: str = "") -> None:
+        super().__init__(f"slot {slot_id} is archived")
+        self.slot_id = slot_id
+        self.hold_id = hold_id
 
 
 class SlotClosed(EngineError):

@@ -73,11 +73,15 @@ async def update_slot(eng: Engine, pool: Pool, slot_id: int, fields: Mapping[str
     """Change what ``fields`` name (capacity, state, label, starts_at, ends_at)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            f"SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = $1 FOR UPDATE", slot_id
+            f"SELECT {SLOT_COLUMNS}, archived_at FROM slots WHERE slot_id = $1 FOR UPDATE",
+            slot_id,
         )
         if row is None:
             raise engine.SlotNotFound(slot_id)
-        slot = _slot(slot_id, {**dict(row), **fields})
+        if row["archived_at"] is not None:
+            raise engine.SlotArchived(slot_id)  # over: it left Redis (sync/archive.py)
+        current = {k: v for k, v in row.items() if k != "archived_at"}
+        slot = _slot(slot_id, {**current, **fields})
         await upsert_slots(conn, [slot])
         return await eng.update_slot(
             slot_id,

@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 import asyncpg
 
-from engine import Engine, GroupOutcome, Hold, Outcome
+from engine import Engine, GroupOutcome, Hold, HoldNotFound, Outcome
 from engine.sequence import fail_closed
 
+from .archived import archived_group_refusal, archived_hold_refusal
 from .events import Entry, apply_entries, lock_partitions
 from .records import upsert_holds
 from .sequence import note_sequences, sequence_marks
@@ -114,10 +115,17 @@ async def change_durably(
     after putting Redis right: the hold is released there, and the durable
     record learns it now if it can, else from the worker.
     """
-    if command == "confirm":
-        outcome = await engine.confirm(hold_id, user_id, quantity=quantity)
-    else:
-        outcome = await engine.cancel(hold_id, user_id)
+    try:
+        if command == "confirm":
+            outcome = await engine.confirm(hold_id, user_id, quantity=quantity)
+        else:
+            outcome = await engine.cancel(hold_id, user_id)
+    except HoldNotFound:
+        # A hold of an archived slot (sync/archive.py) is read-only: 409, not 404.
+        refused = await archived_hold_refusal(pool, hold_id, user_id)
+        if refused is None:
+            raise
+        raise refused from None
     if command == "cancel" and outcome.hold.confirmed_at_ms is None:
         return outcome  # a hold, not a booking: Redis-first like holds
     try:
@@ -161,6 +169,11 @@ async def change_group_durably(
     ConfirmRefused after cancelling the group in Redis, as change_durably does.
     """
     groups = engine.groups
+    if command == "cancel":
+        # A group with a member on an archived slot is over: read-only (409).
+        refused = await archived_group_refusal(pool, group_id, user_id)
+        if refused is not None:
+            raise refused
     change = groups.confirm if command == "confirm" else groups.cancel
     outcome = await change(group_id, user_id)
     holds = outcome.group.holds

@@ -13,6 +13,7 @@ import orjson
 from engine import Hold, SlotEvent, WaitEntry
 
 from . import feed, waitlist
+from .archived import apply_archive_events
 from .audit import park_conflicts
 from .db import Conn, Pool
 from .records import at, upsert_holds, upsert_slots
@@ -27,7 +28,7 @@ log = logging.getLogger("slotkeeper.sync")
 class Entry:
     stream: str
     entry_id: str
-    kind: str  # 'h' hold event, 's' slot event, 'w' waitlist entry event, 'g' group event
+    kind: str  # 'h' hold, 's' slot, 'w' waitlist entry, 'g' group, 'a' slot archived
     payload: bytes
 
 
@@ -130,6 +131,8 @@ async def _apply(conn: Conn, entries: list[Entry], *, with_feed: bool = True) ->
                 await waitlist.write_events(conn, [(e.stream, e.entry_id) for e in run], waits)
             elif run[0].kind == "g":
                 await conn.executemany(_INSERT_GROUP_EVENT, [_group_event(e) for e in run])
+            elif run[0].kind == "a":  # a slot left Redis (sync/archive.py)
+                await apply_archive_events(conn, [e.payload for e in run])
             else:
                 slots = [SlotEvent.decode(e.payload) for e in run]
                 await upsert_slots(conn, [s.slot for s in slots])
@@ -172,10 +175,12 @@ async def apply_entries(conn: Conn, entries: list[Entry]) -> None:
 async def _note_sequences(conn: Conn, entries: list[Entry], rewound: set[str] | None) -> None:
     """Record each stream's highest event sequence (sync/sequence.py)."""
     for stream in dict.fromkeys(e.stream for e in entries):
-        # Hold and slot events carry the partition's sequence ("n"); a waitlist
+        # Hold, slot and archive events carry the partition's sequence ("n"); a waitlist
         # entry's "n" is its place in the line.
         marks = sequence_marks(
-            (e.entry_id, e.payload) for e in entries if e.stream == stream and e.kind in ("h", "s")
+            (e.entry_id, e.payload)
+            for e in entries
+            if e.stream == stream and e.kind in ("h", "s", "a")
         )
         if await note_sequences(conn, stream, marks) and rewound is not None:
             rewound.add(stream)

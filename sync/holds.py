@@ -12,6 +12,7 @@ from datetime import datetime
 import engine
 from engine import Engine, Hold, Outcome
 
+from .archived import replay_or_refuse
 from .db import Pool
 from .records import HOLD_COLUMNS, hold_from_row
 
@@ -38,9 +39,17 @@ async def hold_or_replay(
     eng: Engine, pool: Pool, slot_id: int, user_id: str, key: str, quantity: int
 ) -> Outcome:
     """Make a hold, or replay the one ``key`` made; a hold that has left Redis
-    replays from PostgreSQL (raises HoldArchived if that has not got it either)."""
+    replays from PostgreSQL (raises HoldArchived if that has not got it either,
+    SlotArchived for a new hold on an archived slot)."""
     try:
         return await eng.hold(slot_id, user_id, key, quantity)
+    except engine.SlotNotFound:
+        # An archived slot (sync/archive.py): its holds replay from PostgreSQL,
+        # a new one is refused (SlotArchived).
+        replayed = await replay_or_refuse(pool, slot_id, user_id, key, quantity)
+        if replayed is None:
+            raise
+        return replayed
     except engine.HoldArchived as exc:
         hold = await stored_hold(pool, exc.hold_id)
         if hold is None:

@@ -50,7 +50,9 @@ async def check_partition(engine: Engine, pool: Pool, partition: int) -> Drift:
     pg_slots = {
         r["slot_id"]: r
         for r in await pool.fetch(
-            "SELECT slot_id, capacity, state FROM slots WHERE slot_id % $1 = $2",
+            # Archived slots left Redis on purpose (sync/archive.py): no drift.
+            "SELECT slot_id, capacity, state FROM slots WHERE slot_id % $1 = $2"
+            " AND archived_at IS NULL",
             partitions,
             partition,
         )
@@ -59,7 +61,8 @@ async def check_partition(engine: Engine, pool: Pool, partition: int) -> Drift:
         r["hold_id"]: hold_from_row(r)
         for r in await pool.fetch(
             f"SELECT {HOLD_COLUMNS} FROM holds WHERE slot_id % $1 = $2"
-            " AND (status IN ('held', 'confirmed') OR hold_id = ANY($3::text[]))",
+            " AND (status IN ('held', 'confirmed') OR hold_id = ANY($3::text[]))"
+            " AND slot_id IN (SELECT slot_id FROM slots WHERE archived_at IS NULL)",
             partitions,
             partition,
             list(redis_holds),

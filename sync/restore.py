@@ -38,9 +38,11 @@ async def snapshot(
     pool: Pool, partitions: int, partition: int, idempotency_ttl_s: int
 ) -> tuple[list[Slot], list[Hold]]:
     """A partition's slots and the holds Redis must know: live ones, and finished
-    ones still inside the idempotency memory (so a retried key replays)."""
+    ones still inside the idempotency memory (so a retried key replays). Archived
+    slots and their holds stay out: PostgreSQL answers for them (sync/archive.py)."""
     slot_rows = await pool.fetch(
-        f"SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id % $1 = $2 ORDER BY slot_id",
+        f"SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id % $1 = $2 AND archived_at IS NULL"
+        " ORDER BY slot_id",
         partitions,
         partition,
     )
@@ -48,7 +50,8 @@ async def snapshot(
     hold_rows = await pool.fetch(
         f"SELECT {HOLD_COLUMNS} FROM holds"
         " WHERE slot_id % $1 = $2 AND (status IN ('held', 'confirmed')"
-        " OR created_at > now() - make_interval(secs => $3))",
+        " OR created_at > now() - make_interval(secs => $3))"
+        " AND slot_id IN (SELECT slot_id FROM slots WHERE archived_at IS NULL)",
         partitions,
         partition,
         float(idempotency_ttl_s),

@@ -18,6 +18,7 @@ from engine import Engine, EngineError, StateUnavailable
 from engine.client import RedisClient
 from engine.tasks import cancel_and_wait
 
+from .archive import ArchiveStats, archive_finished
 from .db import Pool
 from .drain import drain_partition, sync_lag_ms
 from .reconcile import check_partition
@@ -37,6 +38,8 @@ log = logging.getLogger("slotkeeper.sync")
 _IDLE_SLEEP_S = 0.01
 _MAX_IDLE_SLEEP_S = 0.2
 _ERROR_SLEEP_S = 0.5
+# Slots are archived a day (by default) after they end: once a minute is plenty.
+_ARCHIVE_PERIOD_S = 60.0
 
 
 async def read_counters(engine: Engine, redis: RedisClient) -> tuple[int, int]:
@@ -57,6 +60,7 @@ class SyncService:
         batch: int = 500,
         claim_idle_ms: int = 30_000,
         webhooks: WebhookSettings | None = None,
+        archive_after_s: int = 86_400,
     ) -> None:
         self.engine = engine
         self.redis = redis
@@ -64,6 +68,7 @@ class SyncService:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.batch = batch
         self.claim_idle_ms = claim_idle_ms
+        self.archive_after_s = archive_after_s
         self.expired_total = 0
         self.written_total = 0
         self.last_drift: dict[int, list[str]] = {}
@@ -118,6 +123,23 @@ class SyncService:
         if expired:
             await self.redis.incrby(self.engine.keys.counter(EXPIRED_COUNTER), expired)
         return expired
+
+    async def archive(self, *, now_ms: int | None = None) -> ArchiveStats | None:
+        """Take slots that are over out of Redis (sync/archive.py); None if another
+        process is archiving."""
+        lock = self.redis.lock(self.engine.keys.lock("archive"), timeout=300, blocking=False)
+        if not await lock.acquire():
+            return None
+        try:
+            stats = await archive_finished(
+                self.engine, self.redis, self.pool, after_s=self.archive_after_s, now_ms=now_ms
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await lock.release()
+        if stats.archived:
+            log.info("archived %s slots (%s holds)", stats.archived, stats.holds)
+        return stats
 
     async def restore(self) -> list[int]:
         def done(partition: int, holds: int) -> None:
@@ -191,6 +213,7 @@ class SyncService:
         if periodic:
             self._tasks.append(loop.create_task(self._every(1.0, self.sweep)))
             self._tasks.append(loop.create_task(self._every(1.0, self.restore)))
+            self._tasks.append(loop.create_task(self._every(_ARCHIVE_PERIOD_S, self.archive)))
             # The first check waits a period: right after start the drain is
             # still catching up, and lag would be reported as drift.
             self._tasks.append(

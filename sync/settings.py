@@ -36,6 +36,9 @@ class SyncSettings:
     # A worker's unacknowledged entries are taken over by another after this long.
     claim_idle_ms: int = 30_000
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    # A slot whose ends_at is past by this long leaves Redis with its holds
+    # (sync/archive.py); PostgreSQL answers for it from then on.
+    slot_archive_after_s: int = 86_400
 
     def connect_redis(self, url: str | None = None) -> RedisClient:
         """The primary (``redis_url``, or through the sentinels), or the server at ``url``

@@ -34,7 +34,12 @@ async def _startup(ctx: dict[str, Any]) -> None:
     pool = await settings.create_pool()
     engine = Engine(redis, settings.engine)
     service = SyncService(
-        engine, redis, pool, claim_idle_ms=settings.claim_idle_ms, webhooks=settings.webhooks
+        engine,
+        redis,
+        pool,
+        claim_idle_ms=settings.claim_idle_ms,
+        webhooks=settings.webhooks,
+        archive_after_s=settings.slot_archive_after_s,
     )
     ctx.update(redis_client=redis, pool=pool, service=service)
     service.start(periodic=False)
@@ -57,6 +62,12 @@ async def sweep_expired(ctx: dict[str, Any]) -> int | None:
 async def restore_lost_partitions(ctx: dict[str, Any]) -> list[int]:
     service: SyncService = ctx["service"]
     return await service.restore()
+
+
+async def archive_finished(ctx: dict[str, Any]) -> int | None:
+    service: SyncService = ctx["service"]
+    stats = await service.archive()
+    return None if stats is None else stats.archived
 
 
 async def check_drift(ctx: dict[str, Any]) -> int:
@@ -99,6 +110,7 @@ def build_worker(settings: SyncSettings, *, burst: bool = False) -> Worker:
                 run_at_startup=True,
             ),
             cron(check_drift, name=keys.cron_job("drift"), second={0, 30}),
+            cron(archive_finished, name=keys.cron_job("archive"), second={15}),
         ],
         redis_settings=arq_redis_settings(settings),
         queue_name=keys.arq_queue(),
