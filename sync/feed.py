@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import outbox
+from .hold_batch import iso_ms_sql, occurred_sql
 
 if TYPE_CHECKING:  # events.py calls append(): no import cycle at run time
     from .events import Entry
@@ -78,6 +79,11 @@ def _iso(at: datetime) -> str:
 
 def _at(ms: Any) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+# A hold event's row is built in PostgreSQL (_INSERT); _hold_row says the same in
+# Python (sync/restore.py's backfill and the tests compare against it).
+_NO_ROW: tuple[None, None, None, None] = (None, None, None, None)
 
 
 def _hold_row(entry: Entry) -> tuple[str, int, datetime, dict[str, Any]]:
@@ -184,12 +190,48 @@ async def _first_slot_entries(conn: Any, entries: Sequence[Entry]) -> set[tuple[
     return set(first.values())
 
 
-_INSERT = """
-INSERT INTO feed (feed_id, type, slot_id, occurred_at, data, source, source_id)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::json[],
-                     $6::text[], $7::text[])
-ON CONFLICT (source, source_id) DO NOTHING
-RETURNING feed_id
+def _hold_data_sql() -> str:
+    """A hold event's feed data built from its payload ``d`` in PostgreSQL: the keys
+    and values _hold_row writes (json keeps their order; absent times left out)."""
+    times = ", ".join(f"'{name}', {iso_ms_sql(short)}" for short, name in _HOLD_TIMES.items())
+    return (
+        "json_strip_nulls(json_build_object('hold_id', d->>'i', 'slot_id', (d->>'s')::bigint,"
+        " 'user_id', (d->>'u')::bigint, 'quantity', (d->>'q')::integer, 'status', d->>'st',"
+        f" 'version', (d->>'v')::integer, {times},"
+        " 'extensions', CASE WHEN d->>'x' = 'extended' THEN (d->>'xn')::integer END,"
+        " 'released', CASE WHEN coalesce(d->>'x', '') <> 'extended'"
+        " AND coalesce((d->>'r')::integer, 0) <> 0 THEN (d->>'r')::integer END))"
+    )
+
+
+# Rows come in stream order; hold events (type NULL) are built here from their
+# payload, the others in Python. Ids are drawn here, sorted, one per row in order.
+_INSERT = f"""
+WITH r AS (
+    SELECT r.*, CASE WHEN r.type IS NULL THEN r.payload::jsonb END AS d
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[],
+                $6::json[], $7::text[])
+         WITH ORDINALITY AS r (source, source_id, type, slot_id, occurred_at, data, payload, ord)
+),
+ids AS (
+    SELECT id, row_number() OVER (ORDER BY id) AS ord
+    FROM (SELECT nextval('feed_ids') AS id FROM generate_series(1, $8::integer)) AS drawn
+),
+ins AS (
+    INSERT INTO feed (feed_id, type, slot_id, occurred_at, data, source, source_id)
+    SELECT ids.id,
+           coalesce(r.type, CASE WHEN d->>'x' = 'extended' THEN 'hold.extended'
+                                 ELSE 'hold.' || (d->>'st') END),
+           coalesce(r.slot_id, (d->>'s')::bigint),
+           coalesce(r.occurred_at, {occurred_sql()}),
+           coalesce(r.data, {_hold_data_sql()}),
+           r.source, r.source_id
+    FROM r JOIN ids USING (ord) ORDER BY ids.id
+    ON CONFLICT (source, source_id) DO NOTHING
+    RETURNING feed_id, type, slot_id
+),
+outbox AS ({outbox.ENQUEUE.format(source="ins", where="")})
+SELECT pg_notify($9, '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_new
 """
 
 
@@ -203,7 +245,7 @@ async def append(conn: Any, entries: Sequence[Entry]) -> None:
         return
     created = await _first_slot_entries(conn, entries)
     rows = [
-        _hold_row(e)
+        _NO_ROW
         if e.kind == "h"
         else _entry_row(e)
         if e.kind == "w"
@@ -214,23 +256,18 @@ async def append(conn: Any, entries: Sequence[Entry]) -> None:
     ]
     # Held until commit: ids drawn after it are above every id already committed.
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _FEED_LOCK)
-    ids = await conn.fetchval(
-        "SELECT array_agg(nextval('feed_ids')) FROM generate_series(1, $1)", len(rows)
-    )
-    ids = sorted(ids)
-    inserted = await conn.fetch(
+    await conn.execute(
         _INSERT,
-        ids,
+        [e.stream for e in entries],
+        [e.entry_id for e in entries],
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
-        [orjson.dumps(r[3]).decode() for r in rows],
-        [e.stream for e in entries],
-        [e.entry_id for e in entries],
+        [None if r[3] is None else orjson.dumps(r[3]).decode() for r in rows],
+        [e.payload.decode() if e.kind == "h" else None for e in entries],
+        len(rows),
+        NOTIFY_CHANNEL,
     )
-    if inserted:
-        await outbox.enqueue(conn, [r["feed_id"] for r in inserted])
-        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
 def _event(row: Any) -> FeedEvent:
