@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import outbox
-from .hold_batch import iso_ms_sql, occurred_sql
+from .hold_batch import iso_ms_sql, joined, joined_payloads, occurred_sql
 
 if TYPE_CHECKING:  # events.py calls append(): no import cycle at run time
     from .events import Entry
@@ -82,8 +82,7 @@ def _at(ms: Any) -> datetime:
 
 
 # A hold event's row is built in PostgreSQL (_INSERT); _hold_row says the same in
-# Python (sync/restore.py's backfill and the tests compare against it).
-_NO_ROW: tuple[None, None, None, None] = (None, None, None, None)
+# Python (the tests compare the two).
 
 
 def _hold_row(entry: Entry) -> tuple[str, int, datetime, dict[str, Any]]:
@@ -204,25 +203,30 @@ def _hold_data_sql() -> str:
     )
 
 
-# Rows come in stream order; hold events (type NULL) are built here from their
-# payload, the others in Python. Ids are drawn here, sorted, one per row in order.
+# Rows come in stream order; hold events are built here from their payload, the
+# others in Python (``built``, by place in the batch). Ids are drawn here, sorted,
+# one per row in order. Texts come joined (sync/hold_batch.py's ``joined``).
 _INSERT = f"""
-WITH r AS (
-    SELECT r.*, CASE WHEN r.type IS NULL THEN r.payload::jsonb END AS d
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[],
-                $6::json[], $7::text[])
-         WITH ORDINALITY AS r (source, source_id, type, slot_id, occurred_at, data, payload, ord)
+WITH r AS MATERIALIZED (  -- each payload parsed once
+    SELECT r.ord, r.source, r.source_id, b.type, b.slot_id, b.occurred_at, b.data,
+           CASE WHEN b.ord IS NULL THEN r.payload::jsonb END AS d
+    FROM unnest(string_to_array($1, E'\\x1e'), string_to_array($2, E'\\x1e'),
+                string_to_array($3, E'\\x1e'))
+         WITH ORDINALITY AS r (source, source_id, payload, ord)
+    LEFT JOIN json_to_recordset($4::json)
+         AS b (ord bigint, type text, slot_id bigint, occurred_at timestamptz, data json)
+         ON b.ord = r.ord
 ),
 ids AS (
     SELECT id, row_number() OVER (ORDER BY id) AS ord
-    FROM (SELECT nextval('feed_ids') AS id FROM generate_series(1, $8::integer)) AS drawn
+    FROM (SELECT nextval('feed_ids') AS id FROM generate_series(1, $5::integer)) AS drawn
 ),
 ins AS (
     INSERT INTO feed (feed_id, type, slot_id, occurred_at, data, source, source_id)
     SELECT ids.id,
            coalesce(r.type, CASE WHEN d->>'x' = 'extended' THEN 'hold.extended'
                                  ELSE 'hold.' || (d->>'st') END),
-           coalesce(r.slot_id, (d->>'s')::bigint),
+           CASE WHEN d IS NULL THEN r.slot_id ELSE (d->>'s')::bigint END,
            coalesce(r.occurred_at, {occurred_sql()}),
            coalesce(r.data, {_hold_data_sql()}),
            r.source, r.source_id
@@ -231,7 +235,7 @@ ins AS (
     RETURNING feed_id, type, slot_id
 ),
 outbox AS ({outbox.ENQUEUE.format(source="ins", where="")})
-SELECT pg_notify($9, '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_new
+SELECT pg_notify($6, '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_new
 """
 
 
@@ -244,28 +248,35 @@ async def append(conn: Any, entries: Sequence[Entry]) -> None:
     if not entries:
         return
     created = await _first_slot_entries(conn, entries)
-    rows = [
-        _NO_ROW
-        if e.kind == "h"
-        else _entry_row(e)
-        if e.kind == "w"
-        else _group_row(e)
-        if e.kind == "g"
-        else _slot_row(e, (e.stream, e.entry_id) in created)
-        for e in entries
-    ]
+    built = []
+    for ord_, e in enumerate(entries, 1):
+        if e.kind == "h":
+            continue
+        row = (
+            _entry_row(e)
+            if e.kind == "w"
+            else _group_row(e)
+            if e.kind == "g"
+            else _slot_row(e, (e.stream, e.entry_id) in created)
+        )
+        built.append(
+            {
+                "ord": ord_,
+                "type": row[0],
+                "slot_id": row[1],
+                "occurred_at": row[2].isoformat(),
+                "data": row[3],
+            }
+        )
     # Held until commit: ids drawn after it are above every id already committed.
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _FEED_LOCK)
     await conn.execute(
         _INSERT,
-        [e.stream for e in entries],
-        [e.entry_id for e in entries],
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-        [None if r[3] is None else orjson.dumps(r[3]).decode() for r in rows],
-        [e.payload.decode() if e.kind == "h" else None for e in entries],
-        len(rows),
+        joined([e.stream for e in entries]),
+        joined([e.entry_id for e in entries]),
+        joined_payloads([e.payload if e.kind == "h" else b"null" for e in entries]),
+        orjson.dumps(built).decode(),
+        len(entries),
         NOTIFY_CHANNEL,
     )
 

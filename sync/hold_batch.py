@@ -20,7 +20,7 @@ from .records import HOLD_COLUMNS, NEWER_HOLDS_CONFLICT
 if TYPE_CHECKING:
     from .events import Entry
 
-__all__ = ["iso_ms_sql", "ms_sql", "occurred_sql", "write_holds"]
+__all__ = ["iso_ms_sql", "joined", "joined_payloads", "ms_sql", "occurred_sql", "write_holds"]
 
 
 def ms_sql(field: str, source: str = "d") -> str:
@@ -49,8 +49,14 @@ def occurred_sql(source: str = "d") -> str:
 
 
 _WRITE = f"""
-WITH ev AS (
-    SELECT r.ord, r.stream, r.entry_id,
+WITH raw AS MATERIALIZED (  -- each payload parsed once
+    SELECT r.ord, r.stream, r.entry_id, r.payload::jsonb AS d
+    FROM unnest(string_to_array($1, E'\\x1e'), string_to_array($2, E'\\x1e'),
+                string_to_array($3, E'\\x1e'))
+         WITH ORDINALITY AS r (stream, entry_id, payload, ord)
+),
+ev AS (
+    SELECT ord, stream, entry_id,
            d->>'i' AS hold_id, (d->>'s')::bigint AS slot_id, (d->>'u')::bigint AS user_id,
            (d->>'q')::integer AS quantity, d->>'st' AS status, (d->>'v')::integer AS version,
            nullif(d->>'k', '') AS idempotency_key,
@@ -61,9 +67,7 @@ WITH ev AS (
            coalesce(d->>'x' = 'extended', false) AS extended,
            coalesce((d->>'r')::integer, 0) AS released,
            {occurred_sql()} AS occurred_at
-    FROM unnest($1::text[], $2::text[], $3::text[])
-         WITH ORDINALITY AS r (stream, entry_id, payload, ord)
-    CROSS JOIN LATERAL (SELECT r.payload::jsonb AS d) AS j
+    FROM raw
 ),
 newest AS (  -- one row per hold (an upsert cannot change a row twice)
     SELECT DISTINCT ON (hold_id) hold_id, slot_id, user_id, quantity, status,
@@ -110,8 +114,30 @@ async def write_holds(conn: Any, run: Sequence[Entry]) -> list[Any]:
     1-based in ``run``, the event's key fields and the ``known_*`` row on record)."""
     rows: list[Any] = await conn.fetch(
         _WRITE,
-        [e.stream for e in run],
-        [e.entry_id for e in run],
-        [e.payload.decode() for e in run],
+        joined([e.stream for e in run]),
+        joined([e.entry_id for e in run]),
+        joined_payloads([e.payload for e in run]),
     )
     return rows
+
+
+SEPARATOR = "\x1e"  # ASCII record separator: JSON text never holds it unescaped
+
+
+def joined(texts: Sequence[str]) -> str:
+    """One text for PostgreSQL's string_to_array(..., E'\\x1e'): an array of many
+    texts costs asyncpg a type check per element, one text costs a copy."""
+    text = SEPARATOR.join(texts)
+    if text.count(SEPARATOR) != len(texts) - 1:
+        raise ValueError("a text to join holds the separator \\x1e")
+    return text
+
+
+def joined_payloads(payloads: Sequence[bytes]) -> str:
+    """Payloads, joined (a payload that is not UTF-8 raises ValueError)."""
+    text = b"\x1e".join(payloads).decode()
+    if not text:  # one empty payload: string_to_array would make no element of it
+        raise ValueError("an empty payload")
+    if text.count(SEPARATOR) != len(payloads) - 1:
+        raise ValueError("a payload holds the separator \\x1e")
+    return text
