@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import Engine  # noqa: E402
-from sync.drain import drain_all  # noqa: E402
+from sync.drain import drain_all, sync_lag_ms  # noqa: E402
 
 if TYPE_CHECKING:
     from engine.client import RedisClient
@@ -49,7 +49,15 @@ if TYPE_CHECKING:
 
     from .run import Bench
 
-__all__ = ["DrainCosts", "drain_costs", "hold_backlog", "postgres_cpu_s", "redis_cpu_s"]
+__all__ = [
+    "DrainCosts",
+    "LiveCosts",
+    "drain_costs",
+    "hold_backlog",
+    "live_costs",
+    "postgres_cpu_s",
+    "redis_cpu_s",
+]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -143,6 +151,83 @@ async def drain_costs(bench: Bench, holds: int) -> DrainCosts:
         await redis.aclose()
 
 
+# The commands of the drain (sync/drain.py): their share of Redis, from INFO commandstats.
+DRAIN_COMMANDS = ("xreadgroup", "xautoclaim", "xack", "xtrim", "xinfo|groups", "xpending",
+                  "xrange", "xgroup|create")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCosts:
+    holds: int
+    redis_us_per_hold: float  # Redis CPU (INFO cpu) over the holds and their drain
+    drain_commands_per_hold: float  # drain commands Redis ran, per hold
+    drain_command_us_per_hold: float  # their time in Redis (commandstats), per hold
+    pg_us_per_event: float  # PostgreSQL CPU per event written
+
+
+async def _drain_command_stats(redis: RedisClient) -> tuple[int, int]:
+    stats = await redis.info("commandstats")
+    found = [stats.get(f"cmdstat_{name}", {}) for name in DRAIN_COMMANDS]
+    return sum(int(s.get("calls", 0)) for s in found), sum(int(s.get("usec", 0)) for s in found)
+
+
+async def live_costs(bench: Bench, holds: int, rate: float = 2000.0) -> LiveCosts:
+    """Holds made at ``rate`` per second while the worker's drain loop (SyncService)
+    runs beside them, as in production: small batches, every partition polled."""
+    from sync.service import SyncService
+
+    redis = aioredis.Redis.from_url(bench.redis_url)
+    pool = await asyncpg.create_pool(bench.dsn, min_size=2, max_size=4)
+    try:
+        engine = Engine(redis, bench.settings.engine_settings())
+        await drain_all(engine, redis, pool)
+        service = SyncService(engine, redis, pool, consumer=f"costs-{uuid.uuid4().hex[:6]}")
+        postmaster = _postmaster(int(await pool.fetchval("SELECT pg_backend_pid()")))
+        done = asyncio.Event()
+
+        async def drain_loop() -> int:
+            written = 0
+            while not done.is_set():
+                round_written = await service.drain_round()
+                written += round_written
+                if not round_written:
+                    await asyncio.sleep(0.01)  # the service's first idle sleep
+            return written
+
+        redis_before, pg_before = await redis_cpu_s(redis), postgres_cpu_s(postmaster)
+        calls_before, usec_before = await _drain_command_stats(redis)
+        task = asyncio.create_task(drain_loop())
+        chunk = max(1, int(rate / 100))  # every 10 ms
+        user_id = str(await pool.fetchval("SELECT min(user_id) FROM users"))
+        run, started = uuid.uuid4().hex[:6], time.monotonic()
+        for start in range(0, holds, chunk):
+            await asyncio.gather(
+                *(
+                    engine.hold(1 + n % bench.args.slots, user_id, f"l{run}-{n}")
+                    for n in range(start, min(start + chunk, holds))
+                )
+            )
+            await asyncio.sleep(max(0.0, started + (start + chunk) / rate - time.monotonic()))
+        for _ in range(6000):  # until the drain caught up (a minute at most)
+            if not await sync_lag_ms(engine, redis):
+                break
+            await asyncio.sleep(0.01)
+        done.set()
+        written = await task
+        calls_after, usec_after = await _drain_command_stats(redis)
+        redis_after, pg_after = await redis_cpu_s(redis), postgres_cpu_s(postmaster)
+        return LiveCosts(
+            holds=holds,
+            redis_us_per_hold=(redis_after - redis_before) * 1e6 / holds,
+            drain_commands_per_hold=(calls_after - calls_before) / holds,
+            drain_command_us_per_hold=(usec_after - usec_before) / holds,
+            pg_us_per_event=(pg_after - pg_before) * 1e6 / max(written, 1),
+        )
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
 def median_costs(runs: list[DrainCosts]) -> DrainCosts:
     """Each figure's median over the runs (the machine is shared)."""
     return DrainCosts(
@@ -191,6 +276,10 @@ def main() -> None:
     parser.add_argument("--holds", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--slots", type=int, default=1000)
+    parser.add_argument(
+        "--live", action="store_true", help="also the drain loop beside paced holds"
+    )
+    parser.add_argument("--rate", type=float, default=2000.0, help="holds/s in --live")
     args = parser.parse_args()
     from api.embedded import EmbeddedServers
     from bench.run import Bench
@@ -215,6 +304,22 @@ def main() -> None:
                     runs.append(asyncio.run(drain_costs(bench, args.holds)))
                     _print(f"run {n + 1}/{args.runs}", runs[-1])
                 _print("median", median_costs(runs))
+                if args.live:
+                    live = [asyncio.run(live_costs(bench, args.holds, args.rate))]
+                    live += [asyncio.run(live_costs(bench, args.holds, args.rate))
+                             for _ in range(args.runs - 1)]  # fmt: skip
+                    for costs in live:
+                        print(f"live at {args.rate:.0f} holds/s: {costs}", flush=True)
+                    print(
+                        "live median: Redis"
+                        f" {statistics.median(c.redis_us_per_hold for c in live):.1f} us CPU per"
+                        " hold; drain commands"
+                        f" {statistics.median(c.drain_commands_per_hold for c in live):.3f} per"
+                        f" hold, {statistics.median(c.drain_command_us_per_hold for c in live):.2f}"
+                        " us per hold; PostgreSQL"
+                        f" {statistics.median(c.pg_us_per_event for c in live):.1f} us per event",
+                        flush=True,
+                    )
             finally:
                 asyncio.run(bench.cleanup())
     finally:
