@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import Engine  # noqa: E402
-from sync.drain import drain_all, sync_lag_ms  # noqa: E402
+from sync.drain import drain_all  # noqa: E402
 
 if TYPE_CHECKING:
     from engine.client import RedisClient
@@ -163,12 +163,14 @@ class LiveCosts:
     drain_commands_per_hold: float  # drain commands Redis ran, per hold
     drain_command_us_per_hold: float  # their time in Redis (commandstats), per hold
     pg_us_per_event: float  # PostgreSQL CPU per event written
+    by_command: dict[str, tuple[float, float]]  # command: (calls, us) per hold
 
 
-async def _drain_command_stats(redis: RedisClient) -> tuple[int, int]:
+async def _drain_command_stats(redis: RedisClient) -> dict[str, tuple[int, int]]:
+    """(calls, usec) of each drain command so far."""
     stats = await redis.info("commandstats")
-    found = [stats.get(f"cmdstat_{name}", {}) for name in DRAIN_COMMANDS]
-    return sum(int(s.get("calls", 0)) for s in found), sum(int(s.get("usec", 0)) for s in found)
+    found = {name: stats.get(f"cmdstat_{name}", {}) for name in DRAIN_COMMANDS}
+    return {n: (int(s.get("calls", 0)), int(s.get("usec", 0))) for n, s in found.items()}
 
 
 async def live_costs(bench: Bench, holds: int, rate: float = 2000.0) -> LiveCosts:
@@ -186,16 +188,20 @@ async def live_costs(bench: Bench, holds: int, rate: float = 2000.0) -> LiveCost
         done = asyncio.Event()
 
         async def drain_loop() -> int:
+            """Until a round after the last hold finds nothing left (no lag polling:
+            its Redis commands would count as the drain's)."""
             written = 0
-            while not done.is_set():
+            while True:
+                finished = done.is_set()
                 round_written = await service.drain_round()
                 written += round_written
                 if not round_written:
+                    if finished:
+                        return written
                     await asyncio.sleep(0.01)  # the service's first idle sleep
-            return written
 
         redis_before, pg_before = await redis_cpu_s(redis), postgres_cpu_s(postmaster)
-        calls_before, usec_before = await _drain_command_stats(redis)
+        commands_before = await _drain_command_stats(redis)
         task = asyncio.create_task(drain_loop())
         chunk = max(1, int(rate / 100))  # every 10 ms
         user_id = str(await pool.fetchval("SELECT min(user_id) FROM users"))
@@ -208,20 +214,24 @@ async def live_costs(bench: Bench, holds: int, rate: float = 2000.0) -> LiveCost
                 )
             )
             await asyncio.sleep(max(0.0, started + (start + chunk) / rate - time.monotonic()))
-        for _ in range(6000):  # until the drain caught up (a minute at most)
-            if not await sync_lag_ms(engine, redis):
-                break
-            await asyncio.sleep(0.01)
         done.set()
         written = await task
-        calls_after, usec_after = await _drain_command_stats(redis)
+        commands_after = await _drain_command_stats(redis)
+        by_command = {
+            name: (
+                (commands_after[name][0] - commands_before[name][0]) / holds,
+                (commands_after[name][1] - commands_before[name][1]) / holds,
+            )
+            for name in DRAIN_COMMANDS
+        }
         redis_after, pg_after = await redis_cpu_s(redis), postgres_cpu_s(postmaster)
         return LiveCosts(
             holds=holds,
             redis_us_per_hold=(redis_after - redis_before) * 1e6 / holds,
-            drain_commands_per_hold=(calls_after - calls_before) / holds,
-            drain_command_us_per_hold=(usec_after - usec_before) / holds,
+            drain_commands_per_hold=sum(calls for calls, _ in by_command.values()),
+            drain_command_us_per_hold=sum(us for _, us in by_command.values()),
             pg_us_per_event=(pg_after - pg_before) * 1e6 / max(written, 1),
+            by_command={n: v for n, v in by_command.items() if v[0]},
         )
     finally:
         await pool.close()
