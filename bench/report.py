@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from engine import Engine
 from sync.drain import drain_all
 
+from .costs import hold_backlog
 from .loadgen import wrk_available
 
 if TYPE_CHECKING:
@@ -143,15 +144,7 @@ async def _drain_rate(bench: Bench, events: int) -> tuple[int, float]:
     try:
         engine = Engine(redis, bench.settings.engine_settings())
         await drain_all(engine, redis, pool)
-        user_id = str(await pool.fetchval("SELECT min(user_id) FROM users"))
-        run = uuid.uuid4().hex[:6]
-        for start in range(0, events, 500):
-            await asyncio.gather(
-                *(
-                    engine.hold(1 + n % bench.args.slots, user_id, f"d{run}-{n}")
-                    for n in range(start, min(start + 500, events))
-                )
-            )
+        await hold_backlog(engine, pool, events, bench.args.slots)
         started = time.perf_counter()
         written = await drain_all(engine, redis, pool)
         return written, written / (time.perf_counter() - started)

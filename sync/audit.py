@@ -14,6 +14,7 @@ stays confirmed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from engine import Engine
@@ -22,89 +23,27 @@ __all__ = ["park_conflicts", "postgres_only_live_holds"]
 
 log = logging.getLogger("slotkeeper.sync")
 
-# Positions in the hold_events row tuple built by sync/events.py::_hold_rows.
-_STREAM, _ENTRY, _HOLD, _QUANTITY, _STATUS, _VERSION = 0, 1, 2, 5, 6, 7
-
 _PARK = """
 INSERT INTO sync_rejects (stream, entry_id, payload, error) VALUES ($1, $2, $3, $4)
 ON CONFLICT DO NOTHING
 """
 
 
-async def park_conflicts(conn: Any, events: list[tuple[Any, ...]], payloads: list[bytes]) -> int:
+async def park_conflicts(conn: Any, conflicts: Sequence[Any], payloads: Sequence[bytes]) -> int:
     """Park the events whose dedupe key is already on record with another content;
-    returns how many. ``events`` are hold_events rows about to be inserted."""
-    if not events:
-        return 0
-    if len(events) == 1:  # a confirm's write-through: two index lookups
-        (event,) = events
-        rows = await conn.fetch(
-            "SELECT stream, entry_id, hold_id, quantity, status, version FROM hold_events"
-            " WHERE (hold_id = $1 AND version = $2) OR (stream = $3 AND entry_id = $4)",
-            event[_HOLD],
-            event[_VERSION],
-            event[_STREAM],
-            event[_ENTRY],
+    returns how many. ``conflicts`` are sync/hold_batch.py's rows (one per event:
+    ``ord`` is its 1-based place in ``payloads``, ``known_*`` the row on record)."""
+    for c in conflicts:
+        error = (
+            f"audit conflict: {c['stream']} {c['entry_id']} says hold {c['hold_id']}"
+            f" v{c['version']} {c['status']} x{c['quantity']}; on record"
+            f" {c['known_stream']} {c['known_entry']}: hold {c['known_hold']}"
+            f" v{c['known_version']} {c['known_status']} x{c['known_quantity']}"
         )
-    else:
-        rows = await _lookup(conn, events)
-    if not rows:
-        return 0
-    return await _park(conn, rows, events, payloads)
-
-
-async def _lookup(conn: Any, events: list[tuple[Any, ...]]) -> list[Any]:
-    # Joined on the two unique constraints' indexes, not one OR over the table.
-    rows: list[Any] = await conn.fetch(
-        "SELECT e.stream, e.entry_id, e.hold_id, e.quantity, e.status, e.version"
-        " FROM unnest($1::text[], $2::int[]) AS k (hold_id, version)"
-        " JOIN hold_events e ON e.hold_id = k.hold_id AND e.version = k.version"
-        " UNION SELECT e.stream, e.entry_id, e.hold_id, e.quantity, e.status, e.version"
-        " FROM unnest($3::text[], $4::text[]) AS k (stream, entry_id)"
-        " JOIN hold_events e ON e.stream = k.stream AND e.entry_id = k.entry_id",
-        [e[_HOLD] for e in events],
-        [e[_VERSION] for e in events],
-        [e[_STREAM] for e in events],
-        [e[_ENTRY] for e in events],
-    )
-    return rows
-
-
-async def _park(
-    conn: Any, rows: list[Any], events: list[tuple[Any, ...]], payloads: list[bytes]
-) -> int:
-    by_version = {(r["hold_id"], r["version"]): r for r in rows}
-    by_entry = {(r["stream"], r["entry_id"]): r for r in rows}
-    parked = 0
-    for event, payload in zip(events, payloads, strict=True):
-        for known in (
-            by_version.get((event[_HOLD], event[_VERSION])),
-            by_entry.get((event[_STREAM], event[_ENTRY])),
-        ):
-            if known is None or _same(known, event):
-                continue
-            error = (
-                f"audit conflict: {event[_STREAM]} {event[_ENTRY]} says hold {event[_HOLD]}"
-                f" v{event[_VERSION]} {event[_STATUS]} x{event[_QUANTITY]}; on record"
-                f" {known['stream']} {known['entry_id']}: hold {known['hold_id']}"
-                f" v{known['version']} {known['status']} x{known['quantity']}"
-            )
-            log.error("%s", error)
-            await conn.execute(
-                _PARK, event[_STREAM], event[_ENTRY], payload.decode(errors="replace"), error
-            )
-            parked += 1
-            break
-    return parked
-
-
-def _same(known: Any, event: tuple[Any, ...]) -> bool:
-    return (known["hold_id"], known["version"], known["status"], known["quantity"]) == (
-        event[_HOLD],
-        event[_VERSION],
-        event[_STATUS],
-        event[_QUANTITY],
-    )
+        log.error("%s", error)
+        payload = payloads[c["ord"] - 1].decode(errors="replace")
+        await conn.execute(_PARK, c["stream"], c["entry_id"], payload, error)
+    return len(conflicts)
 
 
 async def postgres_only_live_holds(engine: Engine, pool: Any, partition: int) -> list[str]:

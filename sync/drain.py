@@ -10,6 +10,8 @@ upserts), so a batch applied twice changes nothing the second time.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +68,52 @@ def stream_entries(stream: str, raw: list[Any]) -> list[Entry]:
     return out
 
 
+# What a batch's reads may skip, remembered in this process. A consumer that
+# acknowledged all it read from a stream has nothing of its own pending there: no
+# XREADGROUP 0. Entries of a consumer that died wait claim_idle_ms anyway: XAUTOCLAIM
+# runs once per quarter of it per stream, not every batch. The group is created when
+# a read says it is missing (NOGROUP), not checked every batch. Worst case (Redis
+# lost an XACK) entries wait for a claim, never are lost: the stream keeps them.
+_acknowledged: set[tuple[str, str]] = set()
+_claimed_at: dict[str, float] = {}
+
+
+def _claim_due(stream: str, claim_idle_ms: int) -> bool:
+    now = time.monotonic()
+    if claim_idle_ms > 0 and now - _claimed_at.get(stream, -math.inf) < claim_idle_ms / 4000:
+        return False
+    _claimed_at[stream] = now
+    return True
+
+
+async def _read(
+    redis: RedisClient, stream: str, consumer: str, batch: int, claim_idle_ms: int,
+    block_ms: int | None,
+) -> tuple[list[Any], int]:  # fmt: skip
+    """The entries of a batch, and how many of them were pending before."""
+    # This consumer's own unacknowledged entries first (its last write failed, e.g.
+    # PostgreSQL was down): nobody else takes them before claim_idle_ms.
+    raw: list[Any] = []
+    if (stream, consumer) not in _acknowledged:
+        for _, items in await redis.xreadgroup(GROUP, consumer, {stream: "0"}, count=batch) or []:
+            raw.extend(items)
+    # Then entries another consumer read and never acknowledged (it died).
+    if len(raw) < batch and _claim_due(stream, claim_idle_ms):
+        _, claimed, _ = await redis.xautoclaim(
+            stream, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=batch
+        )
+        seen = {entry_id for entry_id, _ in raw}
+        raw.extend(item for item in claimed if item[0] not in seen)
+    pending = len(raw)
+    if len(raw) < batch:
+        reply = await redis.xreadgroup(
+            GROUP, consumer, {stream: ">"}, count=batch - len(raw), block=block_ms
+        )
+        for _, items in reply or []:
+            raw.extend(items)
+    return raw, pending
+
+
 async def drain_partition(
     engine: Engine,
     redis: RedisClient,
@@ -80,28 +128,19 @@ async def drain_partition(
     """One batch of one partition's stream. Returns what it did."""
     stream = engine.keys.events(partition)
     stats = DrainStats()
-    await ensure_group(redis, stream)
-    # This consumer's own unacknowledged entries first (its last write failed, e.g.
-    # PostgreSQL was down): nobody else takes them before claim_idle_ms.
-    raw: list[Any] = []
-    for _, items in await redis.xreadgroup(GROUP, consumer, {stream: "0"}, count=batch) or []:
-        raw.extend(items)
-    # Then entries another consumer read and never acknowledged (it died).
-    if len(raw) < batch:
-        _, claimed, _ = await redis.xautoclaim(
-            stream, GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=batch
-        )
-        seen = {entry_id for entry_id, _ in raw}
-        raw.extend(item for item in claimed if item[0] not in seen)
-    stats.claimed = len(raw)
-    if len(raw) < batch:
-        reply = await redis.xreadgroup(
-            GROUP, consumer, {stream: ">"}, count=batch - len(raw), block=block_ms
-        )
-        for _, items in reply or []:
-            raw.extend(items)
+    try:
+        raw, stats.claimed = await _read(redis, stream, consumer, batch, claim_idle_ms, block_ms)
+    except ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        await ensure_group(redis, stream)
+        _acknowledged.discard((stream, consumer))
+        _claimed_at.pop(stream, None)
+        raw, stats.claimed = await _read(redis, stream, consumer, batch, claim_idle_ms, block_ms)
     if not raw:
+        _acknowledged.add((stream, consumer))
         return stats
+    _acknowledged.discard((stream, consumer))  # until the XACK went through
     entries = stream_entries(stream, raw)
     rewound: set[str] = set()
     stats.rejected = await write_batch(pool, entries, rewound=rewound)
@@ -109,6 +148,7 @@ async def drain_partition(
         await fail_closed(redis, engine.keys, partition)
     stats.written = len(entries) - stats.rejected
     await redis.xack(stream, GROUP, *[entry_id for entry_id, _ in raw])
+    _acknowledged.add((stream, consumer))
     await _trim(redis, stream)
     return stats
 

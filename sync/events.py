@@ -10,13 +10,14 @@ from typing import Any
 import asyncpg
 import orjson
 
-from engine import Hold, SlotEvent, WaitEntry
+from engine import SlotEvent, WaitEntry
 
 from . import feed, waitlist
 from .archived import apply_archive_events
 from .audit import park_conflicts
 from .db import Conn, Pool
-from .records import at, upsert_holds, upsert_slots
+from .hold_batch import write_holds
+from .records import at, upsert_slots
 from .sequence import note_sequences, sequence_marks
 
 __all__ = ["Entry", "apply_entries", "lock_partitions", "write_batch"]
@@ -32,32 +33,6 @@ class Entry:
     payload: bytes
 
 
-def _extras(payload: bytes) -> tuple[bool, int, int | None]:
-    """(extended, released, when) from a hold event's event-only fields (lua/lib.lua)."""
-    if b'"x"' not in payload and b'"r"' not in payload:
-        return False, 0, None  # most events: no second parse
-    d = orjson.loads(payload)
-    extended = d.get("x") == "extended"
-    return extended, int(d.get("r", 0)), int(d["t"]) if extended else None
-
-
-def _hold_event(entry: Entry, hold: Hold) -> tuple[Any, ...]:
-    extended, released, when_ms = _extras(entry.payload)
-    return (
-        entry.stream,
-        entry.entry_id,
-        hold.hold_id,
-        hold.slot_id,
-        int(hold.user_id),
-        hold.quantity,
-        hold.status,
-        hold.version,
-        at(when_ms if when_ms is not None else hold.changed_at_ms),
-        extended,
-        released,
-    )
-
-
 def _slot_event(entry: Entry, event: SlotEvent) -> tuple[Any, ...]:
     slot = event.slot
     return (
@@ -71,12 +46,6 @@ def _slot_event(entry: Entry, event: SlotEvent) -> tuple[Any, ...]:
     )
 
 
-_INSERT_HOLD_EVENT = """
-INSERT INTO hold_events (stream, entry_id, hold_id, slot_id, user_id, quantity, status,
-                         version, occurred_at, extended, released)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-ON CONFLICT DO NOTHING
-"""
 _INSERT_SLOT_EVENT = """
 INSERT INTO slot_events (stream, entry_id, slot_id, capacity, state, attributes, occurred_at)
 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
@@ -120,12 +89,10 @@ async def _apply(conn: Conn, entries: list[Entry], *, with_feed: bool = True) ->
     run: list[Entry] = []
     for entry in [*entries, None]:
         if run and (entry is None or entry.kind != run[0].kind):
-            if run[0].kind == "h":
-                holds = [Hold.from_event(e.payload) for e in run]
-                events = [_hold_event(e, h) for e, h in zip(run, holds, strict=True)]
-                await park_conflicts(conn, events, [e.payload for e in run])
-                await upsert_holds(conn, holds, newer_only=True)
-                await conn.executemany(_INSERT_HOLD_EVENT, events)
+            if run[0].kind == "h":  # one statement, unpacked in PostgreSQL
+                conflicts = await write_holds(conn, run)
+                if conflicts:
+                    await park_conflicts(conn, conflicts, [e.payload for e in run])
             elif run[0].kind == "w":
                 waits = [WaitEntry.from_stored(e.payload) for e in run]
                 await waitlist.write_events(conn, [(e.stream, e.entry_id) for e in run], waits)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import outbox
+from .hold_batch import iso_ms_sql, joined, joined_payloads, occurred_sql
 
 if TYPE_CHECKING:  # events.py calls append(): no import cycle at run time
     from .events import Entry
@@ -78,6 +79,10 @@ def _iso(at: datetime) -> str:
 
 def _at(ms: Any) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+# A hold event's row is built in PostgreSQL (_INSERT); _hold_row says the same in
+# Python (the tests compare the two).
 
 
 def _hold_row(entry: Entry) -> tuple[str, int, datetime, dict[str, Any]]:
@@ -184,12 +189,53 @@ async def _first_slot_entries(conn: Any, entries: Sequence[Entry]) -> set[tuple[
     return set(first.values())
 
 
-_INSERT = """
-INSERT INTO feed (feed_id, type, slot_id, occurred_at, data, source, source_id)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::timestamptz[], $5::json[],
-                     $6::text[], $7::text[])
-ON CONFLICT (source, source_id) DO NOTHING
-RETURNING feed_id
+def _hold_data_sql() -> str:
+    """A hold event's feed data built from its payload ``d`` in PostgreSQL: the keys
+    and values _hold_row writes (json keeps their order; absent times left out)."""
+    times = ", ".join(f"'{name}', {iso_ms_sql(short)}" for short, name in _HOLD_TIMES.items())
+    return (
+        "json_strip_nulls(json_build_object('hold_id', d->>'i', 'slot_id', (d->>'s')::bigint,"
+        " 'user_id', (d->>'u')::bigint, 'quantity', (d->>'q')::integer, 'status', d->>'st',"
+        f" 'version', (d->>'v')::integer, {times},"
+        " 'extensions', CASE WHEN d->>'x' = 'extended' THEN (d->>'xn')::integer END,"
+        " 'released', CASE WHEN coalesce(d->>'x', '') <> 'extended'"
+        " AND coalesce((d->>'r')::integer, 0) <> 0 THEN (d->>'r')::integer END))"
+    )
+
+
+# Rows come in stream order; hold events are built here from their payload, the
+# others in Python (``built``, by place in the batch). Ids are drawn here, sorted,
+# one per row in order. Texts come joined (sync/hold_batch.py's ``joined``).
+_INSERT = f"""
+WITH r AS MATERIALIZED (  -- each payload parsed once
+    SELECT r.ord, r.source, r.source_id, b.type, b.slot_id, b.occurred_at, b.data,
+           CASE WHEN b.ord IS NULL THEN r.payload::jsonb END AS d
+    FROM unnest(string_to_array($1, E'\\x1e'), string_to_array($2, E'\\x1e'),
+                string_to_array($3, E'\\x1e'))
+         WITH ORDINALITY AS r (source, source_id, payload, ord)
+    LEFT JOIN json_to_recordset($4::json)
+         AS b (ord bigint, type text, slot_id bigint, occurred_at timestamptz, data json)
+         ON b.ord = r.ord
+),
+ids AS (
+    SELECT id, row_number() OVER (ORDER BY id) AS ord
+    FROM (SELECT nextval('feed_ids') AS id FROM generate_series(1, $5::integer)) AS drawn
+),
+ins AS (
+    INSERT INTO feed (feed_id, type, slot_id, occurred_at, data, source, source_id)
+    SELECT ids.id,
+           coalesce(r.type, CASE WHEN d->>'x' = 'extended' THEN 'hold.extended'
+                                 ELSE 'hold.' || (d->>'st') END),
+           CASE WHEN d IS NULL THEN r.slot_id ELSE (d->>'s')::bigint END,
+           coalesce(r.occurred_at, {occurred_sql()}),
+           coalesce(r.data, {_hold_data_sql()}),
+           r.source, r.source_id
+    FROM r JOIN ids USING (ord) ORDER BY ids.id
+    ON CONFLICT (source, source_id) DO NOTHING
+    RETURNING feed_id, type, slot_id
+),
+outbox AS ({outbox.ENQUEUE.format(source="ins", where="")})
+SELECT pg_notify($6, '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_new
 """
 
 
@@ -202,35 +248,37 @@ async def append(conn: Any, entries: Sequence[Entry]) -> None:
     if not entries:
         return
     created = await _first_slot_entries(conn, entries)
-    rows = [
-        _hold_row(e)
-        if e.kind == "h"
-        else _entry_row(e)
-        if e.kind == "w"
-        else _group_row(e)
-        if e.kind == "g"
-        else _slot_row(e, (e.stream, e.entry_id) in created)
-        for e in entries
-    ]
+    built = []
+    for ord_, e in enumerate(entries, 1):
+        if e.kind == "h":
+            continue
+        row = (
+            _entry_row(e)
+            if e.kind == "w"
+            else _group_row(e)
+            if e.kind == "g"
+            else _slot_row(e, (e.stream, e.entry_id) in created)
+        )
+        built.append(
+            {
+                "ord": ord_,
+                "type": row[0],
+                "slot_id": row[1],
+                "occurred_at": row[2].isoformat(),
+                "data": row[3],
+            }
+        )
     # Held until commit: ids drawn after it are above every id already committed.
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _FEED_LOCK)
-    ids = await conn.fetchval(
-        "SELECT array_agg(nextval('feed_ids')) FROM generate_series(1, $1)", len(rows)
-    )
-    ids = sorted(ids)
-    inserted = await conn.fetch(
+    await conn.execute(
         _INSERT,
-        ids,
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-        [orjson.dumps(r[3]).decode() for r in rows],
-        [e.stream for e in entries],
-        [e.entry_id for e in entries],
+        joined([e.stream for e in entries]),
+        joined([e.entry_id for e in entries]),
+        joined_payloads([e.payload if e.kind == "h" else b"null" for e in entries]),
+        orjson.dumps(built).decode(),
+        len(entries),
+        NOTIFY_CHANNEL,
     )
-    if inserted:
-        await outbox.enqueue(conn, [r["feed_id"] for r in inserted])
-        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
 def _event(row: Any) -> FeedEvent:

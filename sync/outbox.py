@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "ENQUEUE",
     "ROTATION_GRACE_S",
     "claim_due",
     "create_webhook",
@@ -52,14 +53,20 @@ async def enqueue(conn: Any, feed_ids: Sequence[int]) -> None:
     stopped and lose nothing.
     """
     await conn.execute(
-        "INSERT INTO webhook_deliveries (webhook_id, feed_id, order_key)"
-        " SELECT w.webhook_id, f.feed_id, coalesce(f.slot_id, 0)"
-        " FROM feed f JOIN webhooks w ON w.events && ARRAY['*', f.type]"
-        " WHERE f.feed_id = ANY($1::bigint[])"
-        " ORDER BY f.feed_id, w.webhook_id"
-        " ON CONFLICT DO NOTHING",
+        ENQUEUE.format(source="feed", where="WHERE f.feed_id = ANY($1::bigint[])"),
         list(feed_ids),
     )
+
+
+# The deliveries of the feed rows in ``source`` (the feed, or the rows a statement
+# just inserted there: sync/feed.py), ``where`` filtering them.
+ENQUEUE = (
+    "INSERT INTO webhook_deliveries (webhook_id, feed_id, order_key)"
+    " SELECT w.webhook_id, f.feed_id, coalesce(f.slot_id, 0)"
+    " FROM {source} f JOIN webhooks w ON w.events && ARRAY['*', f.type]"
+    " {where} ORDER BY f.feed_id, w.webhook_id"
+    " ON CONFLICT DO NOTHING"
+)
 
 
 # -- endpoints ------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .db import Conn, Pool
 
 __all__ = [
     "HOLD_COLUMNS",
+    "NEWER_HOLDS_CONFLICT",
     "SLOT_COLUMNS",
     "at",
     "hold_from_row",
@@ -130,9 +131,9 @@ ON CONFLICT (hold_id) DO UPDATE SET
 # before the drain saw the hold made) gets its key when the creating event arrives.
 # A hold's group (g) never changes; a row without one takes it from any event.
 _NEWER = "holds.version < excluded.version"
-_UPSERT_NEWER_HOLDS = f"""
-INSERT INTO holds ({HOLD_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+# What an upsert that lets a stored newer version win does on conflict (also the
+# drain's batch statement, sync/hold_batch.py, which inserts from a SELECT).
+NEWER_HOLDS_CONFLICT = f"""
 ON CONFLICT (hold_id) DO UPDATE SET
     quantity = CASE WHEN {_NEWER} THEN excluded.quantity ELSE holds.quantity END,
     status = CASE WHEN {_NEWER} THEN excluded.status ELSE holds.status END,
@@ -148,6 +149,10 @@ WHERE {_NEWER}
     OR (holds.idempotency_key IS NULL AND excluded.idempotency_key IS NOT NULL)
     OR (holds.group_id IS NULL AND excluded.group_id IS NOT NULL)
 """
+_UPSERT_NEWER_HOLDS = f"""
+INSERT INTO holds ({HOLD_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+{NEWER_HOLDS_CONFLICT}"""
 
 _UPSERT_SLOTS = f"""
 INSERT INTO slots ({SLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)

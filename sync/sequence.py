@@ -30,7 +30,7 @@ __all__ = ["fail_rewound_partitions", "note_sequences", "recorded_sequence", "se
 
 log = logging.getLogger("slotkeeper.sync")
 
-Mark = tuple[int, str]  # (sequence, stream entry id)
+Mark = tuple[int, int, int]  # (sequence, stream entry id's ms, its number)
 
 
 def _entry_key(entry_id: str) -> tuple[int, int]:
@@ -39,16 +39,17 @@ def _entry_key(entry_id: str) -> tuple[int, int]:
 
 
 def sequence_marks(items: Iterable[tuple[str, bytes]]) -> list[Mark]:
-    """(sequence, entry id) of each (entry id, event JSON) that carries a sequence."""
+    """(sequence, entry id as ms and number) of each (entry id, event JSON) that
+    carries a sequence."""
     marks = []
     for entry_id, payload in items:
         try:
             seq = orjson.loads(payload).get("n")
-            _entry_key(entry_id)
+            ms, no = _entry_key(entry_id)
         except (orjson.JSONDecodeError, AttributeError, ValueError):
             continue
         if isinstance(seq, int) and not isinstance(seq, bool):
-            marks.append((seq, entry_id))
+            marks.append((seq, ms, no))
     return marks
 
 
@@ -57,8 +58,7 @@ async def note_sequences(conn: Any, stream: str, marks: list[Mark]) -> bool:
     transaction); True when ``marks`` prove the partition went back in time."""
     if not marks:
         return False
-    seq, entry_id = max(marks, key=lambda m: (m[0], _entry_key(m[1])))
-    ms, no = _entry_key(entry_id)
+    seq, ms, no = max(marks)  # the highest sequence, the newest entry among equals
     # One round trip: the row as it was (locked until commit), and the upsert.
     row = await conn.fetchrow(
         "WITH was AS (SELECT seq, entry_ms, entry_no FROM partition_sequences"
@@ -76,7 +76,7 @@ async def note_sequences(conn: Any, stream: str, marks: list[Mark]) -> bool:
     rewound = False
     if row is not None:
         recorded = (row["entry_ms"], row["entry_no"])
-        rewound = any(_entry_key(e) > recorded and s <= row["seq"] for s, e in marks)
+        rewound = any((m, n) > recorded and s <= row["seq"] for s, m, n in marks)
     if rewound:
         log.error("events of %s went back in time: sequence reused after %s", stream, row)
     return rewound

@@ -1,0 +1,11 @@
+-- 0011_lean_audit.sql — the audit trail keeps only the indexes its readers use.
+--
+-- Every hold event the drain writes is a row of hold_events, so each index on it
+-- is paid once per event. Its readers: the dedupe of the drain and of a confirm's
+-- write-through (ON CONFLICT on the two unique keys (stream, entry_id) and
+-- (hold_id, version)), the audit's lookup of a repeated key (sync/hold_batch.py,
+-- the same two indexes) and the feed backfill of a rebuild (sync/restore.py: by
+-- stream, through hold_events_entry_unique, ordered by event_id, a sort of one
+-- stream's rows). Nobody looks a row up by event_id: its primary key index goes;
+-- the column stays (identity, insert order) and stays unique by construction.
+ALTER TABLE hold_events DROP CONSTRAINT hold_events_pkey;
