@@ -68,6 +68,11 @@ class Scripts:
         self.extend = self._by_name["extend"]
         self.hold_batch = self._by_name["hold_batch"]
 
+    @staticmethod
+    def command(script: AsyncScript, keys: list[str], args: list[Any]) -> list[Any]:
+        """The command that runs ``script``: what the coalescer pipelines."""
+        return ["EVALSHA", script.sha, len(keys), *keys, *args]
+
     def named(self, name: str) -> Any:
         return self._by_name[name]
 

@@ -1,0 +1,203 @@
+"""Server time of one hold script call: `python bench/script_cost.py [--calls N]`.
+
+Starts its own idle private Redis (redis-server on PATH, else the embedded Valkey
+the project installs), builds one partition of 1,000 open slots through the
+engine, then sends the hold exactly as the engine does (the command Scripts.command
+builds: the same keys and arguments), with random slot ids, user ids, hold ids and
+idempotency keys so every call makes a new hold. The driver is redis-benchmark when
+it is on PATH, else a pipelined redis-py loop. The result is Redis' own mean time
+per call (INFO commandstats, usec_per_call of EVALSHA or FCALL): no network, no
+client. The server is stopped by its PID afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
+
+from engine import Engine, EngineSettings  # noqa: E402
+
+__all__ = ["hold_script_us"]
+
+SLOTS = 1000
+# Slot ids 10^12 + k: redis-benchmark's __rand_int__ is 12 zero-padded digits, so
+# "1" + __rand_int__ is a slot id as the engine writes it (no leading zero).
+SLOT_BASE = 10**12
+CAPACITY = 10**9
+RAND = "__rand_int__"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    from api.embedded import valkey_binary
+
+    return valkey_binary()
+
+
+@contextlib.contextmanager
+def private_server() -> Iterator[int]:
+    """An idle Redis of our own on a free port; stopped by its PID on exit."""
+    port = _free_port()
+    folder = tempfile.mkdtemp(prefix="script-cost-")
+    proc = subprocess.Popen(
+        [
+            _server_binary(),
+            "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
+            "--save", "", "--appendonly", "no", "--logfile", "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis server exited with {proc.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis server did not listen")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _prepare(url: str) -> tuple[list[Any], str]:
+    """One partition of SLOTS open slots; the hold command with placeholders, and
+    the INFO commandstats name of the command it runs."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        engine = Engine(client, EngineSettings(partitions=1, key_prefix="bench:"))
+        await engine.load_scripts()
+        await engine.load_partition(0, [], [], epoch="bench")
+        for k in range(SLOTS):
+            await engine.create_slot(SLOT_BASE + k, CAPACITY)
+        command = engine.hold_command(SLOT_BASE, "u", "k", hold_id=f"{SLOT_BASE}-{'0' * 16}")
+    finally:
+        await client.aclose()
+    return command, command[0].lower()
+
+
+def _placeholders(command: list[Any]) -> list[str]:
+    """The engine's command with every per-request value made random per call."""
+    slot, key = str(SLOT_BASE), f"{SLOT_BASE}:u:k"
+    out = []
+    for part in command:
+        value = str(part)
+        # The idempotency record key: random slot, user and key.
+        value = value.replace(key, f"1{RAND}:u{RAND}:k{RAND}{RAND}{RAND}")
+        if value == slot:
+            value = f"1{RAND}"
+        elif value == "u":
+            value = f"u{RAND}"
+        elif value == "k":
+            value = f"k{RAND}{RAND}{RAND}"
+        elif value == f"{SLOT_BASE}-{'0' * 16}":
+            value = f"1{RAND}-{RAND}{RAND}"
+        out.append(value)
+    return out
+
+
+def _randomised(template: list[str], rng: random.Random) -> list[str]:
+    def fill(value: str) -> str:
+        while RAND in value:
+            value = value.replace(RAND, f"{rng.randrange(SLOTS):012d}", 1)
+        return value
+
+    return [fill(v) for v in template]
+
+
+def _drive_benchmark(port: int, template: list[str], calls: int) -> None:
+    subprocess.run(
+        [
+            "redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(calls),
+            "-c", "4", "-P", "16", "-r", str(SLOTS), "-q", *template,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _drive_pipelined(port: int, template: list[str], calls: int) -> None:
+    rng = random.Random(12)
+    client: Any = redis.Redis(port=port)
+    try:
+        sent = 0
+        while sent < calls:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(min(100, calls - sent)):
+                pipe.execute_command(*_randomised(template, rng))
+            pipe.execute()
+            sent += 100
+    finally:
+        client.close()
+
+
+def hold_script_us(*, calls: int = 100_000) -> float:
+    """Mean Redis server time of one new hold, in microseconds."""
+    with private_server() as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        command, stat = asyncio.run(_prepare(url))
+        template = _placeholders(command)
+        client: Any = redis.Redis(port=port)
+        try:
+            client.config_resetstat()
+            if shutil.which("redis-benchmark"):
+                _drive_benchmark(port, template, calls)
+            else:
+                _drive_pipelined(port, template, calls)
+            stats = client.info("commandstats")
+            errors = stats.get(f"cmdstat_{stat}", {}).get("failed_calls", 0)
+            if errors:
+                raise RuntimeError(f"{errors} of the hold calls failed")
+            holds = client.hlen(command[command.index("bench:{p0}:holds")])
+            if holds < calls * 0.99:
+                raise RuntimeError(f"only {holds} holds made of {calls} calls")
+            return float(stats[f"cmdstat_{stat}"]["usec_per_call"])
+        finally:
+            client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=100_000)
+    args = parser.parse_args()
+    us = hold_script_us(calls=args.calls)
+    print(f"hold script: {us:.1f} us per call (mean server time, {args.calls} calls)")
+
+
+if __name__ == "__main__":
+    main()
