@@ -15,7 +15,7 @@ from . import batch, errors, lifecycle
 from .client import RedisClient
 from .coalesce import Coalescer
 from .groups import Groups
-from .keys import KeySchema, check_slot_id, check_user_id, new_hold_id, slot_of_hold
+from .keys import EPOCH_FIELD, KeySchema, check_slot_id, check_user_id, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
 from .replicated import run_replicated
 from .replies import (
@@ -263,7 +263,7 @@ class Engine:
             raise errors.HoldNotFound(hold_id)
         partition = self.keys.partition_of(slot_id)
         async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.epoch(partition))
+            pipe.hexists(self.keys.slots(partition), EPOCH_FIELD)
             pipe.hget(self.keys.holds(partition), hold_id)
             has_epoch, raw = await pipe.execute()
         if not has_epoch:
@@ -276,7 +276,7 @@ class Engine:
         partition = self.keys.partition_of(slot_id)
         fields = [f"{slot_id}:{name}" for name in SLOT_FIELDS]
         async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.epoch(partition))
+            pipe.hexists(self.keys.slots(partition), EPOCH_FIELD)
             pipe.hmget(self.keys.slots(partition), fields)
             has_epoch, values = await pipe.execute()
         if not has_epoch:
@@ -290,7 +290,7 @@ class Engine:
         partitions = range(self.settings.partitions)
         async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
             for p in partitions:
-                pipe.exists(self.keys.epoch(p))
+                pipe.hexists(self.keys.slots(p), EPOCH_FIELD)
                 pipe.hgetall(self.keys.slots(p))
             replies = await pipe.execute()
         slots: list[Slot] = []
@@ -305,7 +305,7 @@ class Engine:
         """Partitions without their epoch marker (they refuse every command)."""
         async with redis_errors(), self._redis.pipeline(transaction=False) as pipe:
             for p in range(self.settings.partitions):
-                pipe.exists(self.keys.epoch(p))
+                pipe.hexists(self.keys.slots(p), EPOCH_FIELD)
             found = await pipe.execute()
         return [p for p, ok in enumerate(found) if not ok]
 

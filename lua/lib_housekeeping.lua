@@ -52,11 +52,13 @@ local function drain_queue(queue, due_by, batch, visit)
     return taken
 end
 
--- Expire due holds and forget finished ones older than ``retention_ms``, at
--- most ``batch`` of each (both script arguments). Returns how many expired.
-local function housekeep(now, batch, retention_ms)
+-- Expire due holds and lapse due waitlist entries, at most ``batch`` of each (a
+-- script argument). Returns how many expired, and whether anything changed (a
+-- slot's counters or the event sequence may then differ from a read before).
+-- Finished holds are forgotten by the sweep only (forget_finished).
+local function housekeep(now, batch, _)
     batch = tonumber(batch)
-    local expired = 0
+    local expired, lapsed = 0, 0
     drain_queue(KEYS[K_EXPIRY], now, batch, function(at, hold_id)
         local hold = load_hold(hold_id)
         -- Confirmed or cancelled since it was queued: nothing to do.
@@ -65,22 +67,32 @@ local function housekeep(now, batch, retention_ms)
             expired = expired + 1
         end
     end)
-    drain_queue(KEYS[K_FINISHED], now - tonumber(retention_ms), batch, function(_, hold_id)
-        if string.sub(hold_id, 1, 2) == 'w:' then
-            redis.call('HDEL', KEYS[K_WAITLIST], string.sub(hold_id, 3))
-        else
-            redis.call('HDEL', KEYS[K_HOLDS], hold_id)
-        end
-    end)
     drain_queue(KEYS[K_WAIT_LAPSE], now, batch, function(at, entry_id)
         local entry = load_entry(entry_id)
         if entry and entry.st == 'waiting' and entry.e == at then
             stop_waiting(entry, 'lapsed', 'xa', now)
             save_entry(entry)
             capacity_freed(entry.s, now)
+            lapsed = lapsed + 1
         end
     end)
-    return expired
+    return expired, expired + lapsed > 0
+end
+
+-- Forget finished holds and entries older than ``retention_ms``, at most
+-- ``batch``: the sweep's work (expire.lua), not every command's. Returns true
+-- when more are due.
+local function forget_finished(now, batch, retention_ms)
+    local due_by = now - tonumber(retention_ms)
+    drain_queue(KEYS[K_FINISHED], due_by, tonumber(batch), function(_, hold_id)
+        if string.sub(hold_id, 1, 2) == 'w:' then
+            redis.call('HDEL', KEYS[K_WAITLIST], string.sub(hold_id, 3))
+        else
+            redis.call('HDEL', KEYS[K_HOLDS], hold_id)
+        end
+    end)
+    local head = redis.call('LINDEX', KEYS[K_FINISHED], 0)
+    return head ~= false and queue_entry(head) <= due_by
 end
 
 -- Is the head of the expiry queue due (more work for the sweep)?
@@ -124,8 +136,9 @@ end
 -- make it. The reply is hold.lua's (its header lists them); hold.lua and
 -- hold_batch.lua both call this, once per request. ``args`` holds the request:
 -- slot, user, quantity (a number), hold_id (used if a hold is made), ttl_ms,
--- remember_ms, max_held, key (the idempotency key as sent).
-local function hold_request(now, record_key, args)
+-- remember_ms, max_held, key (the idempotency key as sent). ``c``: the slot as
+-- slot_counters() read it after housekeeping, or nil (read here).
+local function hold_request(now, record_key, args, c)
     local remembered = redis.call('GET', record_key)
     if remembered then
         local first, hold_id = split_pair(remembered)
@@ -141,7 +154,8 @@ local function hold_request(now, record_key, args)
         settle(hold, now)
         return {'replayed', cjson.encode(hold)}
     end
-    local refused = hold_refusal(args.slot, args.user, args.quantity, args.max_held)
+    c = c or slot_counters(args.slot)
+    local refused = hold_refusal(args.slot, args.user, args.quantity, args.max_held, c, true)
     if refused then
         return refused
     end
@@ -149,7 +163,7 @@ local function hold_request(now, record_key, args)
         i = args.hold_id, s = args.slot, u = args.user, q = args.quantity, st = 'held',
         c = now, e = now + tonumber(args.ttl_ms), v = 1,
     }
-    take_held(hold)
+    local seq = take_new(hold, c)
     remember_key(record_key, hold, args.remember_ms)
-    return {'created', save_hold(hold, args.key)}
+    return {'created', save_hold(hold, args.key, seq)}
 end
