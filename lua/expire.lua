@@ -14,7 +14,7 @@ local now = ready(ARGV[1])
 if not now then
     return {'state_unavailable'}
 end
-local expired = housekeep(now, ARGV[2], ARGV[3])
+local expired = housekeep(now, ARGV[2], ARGV[3], false)  -- the sweep always looks
 local more_finished = forget_finished(now, ARGV[2], ARGV[3])
 for _, slot_id in ipairs(redis.call('SPOP', KEYS[K_WAIT_MORE], tonumber(ARGV[2]))) do
     capacity_freed(slot_id, now)

@@ -29,9 +29,11 @@ if not counters.epoch then
     return {'state_unavailable'}
 end
 local now = clock_ms(ARGV[1])
-local _, changed = housekeep(now, ARGV[2], ARGV[3])
+local _, changed, due = housekeep(now, ARGV[2], ARGV[3], counters.due)
 if changed then
     counters = nil
+else
+    counters.due = due
 end
 
 return hold_request(now, KEYS[K_EXTRA], {

@@ -9,7 +9,8 @@
 --
 -- KEYS[1]  slots               {p<N>}:slots      hash  <slot>:cap|rem|held|conf|state|meta,
 --                                                and 'epoch' (the epoch marker, written
---                                                only by load_partition) and 'seq'
+--                                                only by load_partition), 'seq' and 'due'
+--                                                (see "The due mark" below)
 -- KEYS[2]  holds               {p<N>}:holds      hash  <hold id> -> hold JSON
 -- KEYS[3]  expiry queue        {p<N>}:expiry     list  "<expires_at>|<hold id>", oldest first
 -- KEYS[4]  held per user       {p<N>}:user_held  hash  <slot>:<user> -> held quantity
@@ -63,6 +64,15 @@
 -- behind older ones for the background expiry, by at most the difference.
 -- Commands still expire any due hold they touch (settle()), so nothing due is
 -- ever confirmed.
+--
+-- The due mark: field 'due' of the slots hash is no later than the head of the
+-- expiry queue and of the lapse queue (NEVER when both are empty), so a command
+-- that finds it in the future skips housekeeping without looking at the queues
+-- (lib_housekeeping.lua housekeep). Housekeeping that looked sets it again; a new
+-- hold lowers it in the HSET that takes its quantity (take_new); every other
+-- push to those queues drops it (queue_pushed), and the next command looks.
+
+local NEVER = 9000000000000000
 
 local K_SLOTS, K_HOLDS, K_EXPIRY, K_USER_HELD, K_FINISHED, K_EVENTS = 1, 2, 3, 4, 5, 6
 local K_WAITLIST, K_WAIT_ORDER, K_WAITING, K_WAIT_LAPSE, K_WAIT_MORE = 7, 8, 9, 10, 11
@@ -92,8 +102,14 @@ end
 -- HMGET: {epoch, rem, held, state, seq} (strings, false when absent).
 local function slot_counters(slot_id)
     local f = redis.call('HMGET', KEYS[K_SLOTS], 'epoch', slot_id .. ':rem', slot_id .. ':held',
-        slot_id .. ':state', 'seq')
-    return {epoch = f[1], rem = f[2], held = f[3], state = f[4], seq = f[5]}
+        slot_id .. ':state', 'seq', 'due')
+    return {epoch = f[1], rem = f[2], held = f[3], state = f[4], seq = f[5], due = f[6]}
+end
+
+-- Something was pushed to the expiry or lapse queue other than by take_new: the
+-- due mark may be too late now; the next housekeeping looks at the queues.
+local function queue_pushed()
+    redis.call('HDEL', KEYS[K_SLOTS], 'due')
 end
 
 -- Split "<a>|<b>" (queue entries, idempotency records) into its two parts.
@@ -162,15 +178,22 @@ local function take_held(hold)
     redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'held'), hold.q)
     add_user_held(hold, hold.q)
     redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
+    queue_pushed()
 end
 
 -- take_held for a new hold whose slot ``c`` (slot_counters) read and whose user
 -- counter hold_refusal claimed: both slot counters and the event sequence in one
--- HSET. Returns the sequence number of the hold's event (for save_hold).
+-- HSET, with the due mark when the hold falls due before it (``c.due`` is the
+-- mark as housekeeping left it). Returns the sequence number of the hold's event.
 local function take_new(hold, c)
     local seq = tonumber(c.seq or '0') + 1
-    redis.call('HSET', KEYS[K_SLOTS], slot_field(hold.s, 'rem'), tonumber(c.rem) - hold.q,
-        slot_field(hold.s, 'held'), tonumber(c.held or '0') + hold.q, 'seq', seq)
+    local rem, held = slot_field(hold.s, 'rem'), slot_field(hold.s, 'held')
+    local rem_n, held_n = tonumber(c.rem) - hold.q, tonumber(c.held or '0') + hold.q
+    if c.due and tonumber(c.due) <= hold.e then
+        redis.call('HSET', KEYS[K_SLOTS], rem, rem_n, held, held_n, 'seq', seq)
+    else
+        redis.call('HSET', KEYS[K_SLOTS], rem, rem_n, held, held_n, 'seq', seq, 'due', hold.e)
+    end
     redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
     return seq
 end

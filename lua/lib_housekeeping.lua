@@ -52,11 +52,28 @@ local function drain_queue(queue, due_by, batch, visit)
     return taken
 end
 
+-- The head of a queue: when it falls due, NEVER when empty.
+local function head_due(queue)
+    local head = redis.call('LINDEX', queue, 0)
+    if not head then
+        return NEVER
+    end
+    return (queue_entry(head))
+end
+
 -- Expire due holds and lapse due waitlist entries, at most ``batch`` of each (a
--- script argument). Returns how many expired, and whether anything changed (a
--- slot's counters or the event sequence may then differ from a read before).
+-- script argument), unless the due mark (lib.lua) says nothing is due: ``due`` is
+-- the mark as the caller read it (nil: read here; false: look at the queues
+-- anyway). Returns how many expired, whether anything changed (a slot's counters
+-- or the event sequence may then differ from a read before), and the due mark.
 -- Finished holds are forgotten by the sweep only (forget_finished).
-local function housekeep(now, batch, _)
+local function housekeep(now, batch, _, due)
+    if due == nil then
+        due = redis.call('HGET', KEYS[K_SLOTS], 'due')
+    end
+    if due and tonumber(due) > now then
+        return 0, false, due
+    end
     batch = tonumber(batch)
     local expired, lapsed = 0, 0
     drain_queue(KEYS[K_EXPIRY], now, batch, function(at, hold_id)
@@ -76,7 +93,9 @@ local function housekeep(now, batch, _)
             lapsed = lapsed + 1
         end
     end)
-    return expired, expired + lapsed > 0
+    due = math.min(head_due(KEYS[K_EXPIRY]), head_due(KEYS[K_WAIT_LAPSE]))
+    redis.call('HSET', KEYS[K_SLOTS], 'due', due)
+    return expired, expired + lapsed > 0, tostring(due)
 end
 
 -- Forget finished holds and entries older than ``retention_ms``, at most

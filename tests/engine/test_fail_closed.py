@@ -87,11 +87,12 @@ async def build_world(make_engine: EngineFactory) -> World:
 
 
 async def dump(client: Any, engine: Engine, partition: int, idem_keys: list[str]) -> dict[str, Any]:
-    """Everything the partition keeps, epoch marker aside, in comparable form."""
+    """Everything the partition keeps, epoch marker and due mark aside, comparable."""
     keys = dict(zip(KEY_NAMES, engine.keys.partition(partition), strict=True))
     holds = await client.hgetall(keys["holds"])
     slots = await client.hgetall(keys["slots"])
     slots.pop(EPOCH_FIELD.encode(), None)
+    slots.pop(b"due", None)  # a hint for housekeeping (lua/lib.lua), rebuilt when missing
     return {
         "slots": slots,
         # Compared as JSON: a rebuild re-encodes the same hold with another key order.
