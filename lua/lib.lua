@@ -69,7 +69,7 @@
 -- expiry queue and of the lapse queue (NEVER when both are empty), so a command
 -- that finds it in the future skips housekeeping without looking at the queues
 -- (lib_housekeeping.lua housekeep). Housekeeping that looked sets it again; a new
--- hold lowers it in the HSET that takes its quantity (take_new); every other
+-- hold lowers it in the HSET that takes its quantity (make_hold); every other
 -- push to those queues drops it (queue_pushed), and the next command looks.
 
 local NEVER = 9000000000000000
@@ -106,7 +106,7 @@ local function slot_counters(slot_id)
     return {epoch = f[1], rem = f[2], held = f[3], state = f[4], seq = f[5], due = f[6]}
 end
 
--- Something was pushed to the expiry or lapse queue other than by take_new: the
+-- Something was pushed to the expiry or lapse queue other than by make_hold: the
 -- due mark may be too late now; the next housekeeping looks at the queues.
 local function queue_pushed()
     redis.call('HDEL', KEYS[K_SLOTS], 'due')
@@ -151,13 +151,13 @@ local function store_hold(hold)
 end
 
 -- Store the hold and append its event. ``key`` is the idempotency key, given on
--- the event that creates the hold. Events carry n, the partition's sequence
--- (``seq`` when the caller has already written it: take_new).
--- Returns the event's JSON, which is also the reply.
-local function save_hold(hold, key, seq)
+-- the event that creates the hold. Events carry n, the partition's sequence.
+-- Returns the event's JSON, which is also the reply. (A new single hold is
+-- written by make_hold, lib_housekeeping.lua.)
+local function save_hold(hold, key)
     store_hold(hold)
     hold.k = key
-    hold.n = seq or next_sequence()
+    hold.n = next_sequence()
     local event = cjson.encode(hold)
     hold.k, hold.n = nil, nil
     last_entry_id = redis.call('XADD', KEYS[K_EVENTS], '*', 'h', event)
@@ -179,23 +179,6 @@ local function take_held(hold)
     add_user_held(hold, hold.q)
     redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
     queue_pushed()
-end
-
--- take_held for a new hold whose slot ``c`` (slot_counters) read and whose user
--- counter hold_refusal claimed: both slot counters and the event sequence in one
--- HSET, with the due mark when the hold falls due before it (``c.due`` is the
--- mark as housekeeping left it). Returns the sequence number of the hold's event.
-local function take_new(hold, c)
-    local seq = tonumber(c.seq or '0') + 1
-    local rem, held = slot_field(hold.s, 'rem'), slot_field(hold.s, 'held')
-    local rem_n, held_n = tonumber(c.rem) - hold.q, tonumber(c.held or '0') + hold.q
-    if c.due and tonumber(c.due) <= hold.e then
-        redis.call('HSET', KEYS[K_SLOTS], rem, rem_n, held, held_n, 'seq', seq)
-    else
-        redis.call('HSET', KEYS[K_SLOTS], rem, rem_n, held, held_n, 'seq', seq, 'due', hold.e)
-    end
-    redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
-    return seq
 end
 
 -- Remember which hold an idempotency key made, for ``ttl_ms``.

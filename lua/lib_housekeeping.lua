@@ -150,6 +150,38 @@ local function ready(clock)
     return clock_ms(clock)
 end
 
+-- Make the new hold ``args`` asks for (hold_request), whose slot ``c``
+-- (slot_counters) read and whose user counter hold_refusal claimed: both slot
+-- counters, the event sequence and the due mark (lib.lua) in one HSET, then the
+-- expiry queue, the idempotency record, the stored hold and its event, which is
+-- returned. The JSON is written out here rather than by cjson.encode: the same
+-- fields (lib.lua), without cjson's table walk and its floating-point formatting
+-- of every number (integers are formatted once, with %d); the order of the
+-- fields is no more defined than cjson's.
+local function make_hold(now, record_key, args, c)
+    local slot, id, q = args.slot, args.hold_id, args.quantity
+    local expires = now + tonumber(args.ttl_ms)
+    local seq_s = string.format('%d', tonumber(c.seq or '0') + 1)
+    local now_s, expires_s, q_s = string.format('%d', now), string.format('%d', expires), string.format('%d', q)
+    local rem_s = string.format('%d', tonumber(c.rem) - q)
+    local held_s = string.format('%d', tonumber(c.held or '0') + q)
+    if c.due and tonumber(c.due) <= expires then
+        redis.call('HSET', KEYS[K_SLOTS], slot .. ':rem', rem_s, slot .. ':held', held_s, 'seq', seq_s)
+    else
+        redis.call('HSET', KEYS[K_SLOTS], slot .. ':rem', rem_s, slot .. ':held', held_s, 'seq', seq_s,
+            'due', expires_s)
+    end
+    redis.call('RPUSH', KEYS[K_EXPIRY], expires_s .. '|' .. id)
+    redis.call('SET', record_key, q_s .. '|' .. id, 'PX', args.remember_ms)
+    local stored = '{"u":' .. cjson.encode(args.user) .. ',"q":' .. q_s .. ',"st":"held","c":' .. now_s
+        .. ',"e":' .. expires_s .. ',"v":1}'
+    redis.call('HSET', KEYS[K_HOLDS], id, stored)
+    local event = string.sub(stored, 1, -2) .. ',"i":' .. cjson.encode(id) .. ',"s":' .. cjson.encode(slot)
+        .. ',"k":' .. cjson.encode(args.key) .. ',"n":' .. seq_s .. '}'
+    last_entry_id = redis.call('XADD', KEYS[K_EVENTS], '*', 'h', event)
+    return event
+end
+
 -- One hold request, after ready() and housekeep(): replay the hold ``record_key``
 -- remembers (or refuse a different quantity), else judge it by hold_refusal() and
 -- make it. The reply is hold.lua's (its header lists them); hold.lua and
@@ -178,11 +210,5 @@ local function hold_request(now, record_key, args, c)
     if refused then
         return refused
     end
-    local hold = {
-        i = args.hold_id, s = args.slot, u = args.user, q = args.quantity, st = 'held',
-        c = now, e = now + tonumber(args.ttl_ms), v = 1,
-    }
-    local seq = take_new(hold, c)
-    remember_key(record_key, hold, args.remember_ms)
-    return {'created', save_hold(hold, args.key, seq)}
+    return {'created', make_hold(now, record_key, args, c)}
 end
