@@ -99,7 +99,10 @@ async def _evalsha_cost_us(url: str) -> float:
     client = aioredis.Redis.from_url(url)
     try:
         stats = await client.info("commandstats")
-        return float(stats.get("cmdstat_evalsha", {}).get("usec_per_call", 0.0))
+        # FCALL where the server has Redis Functions, EVALSHA elsewhere (engine/scripts.py).
+        runs = [stats.get(f"cmdstat_{c}", {}) for c in ("fcall", "evalsha")]
+        calls = sum(r.get("calls", 0) for r in runs)
+        return sum(r.get("usec", 0) for r in runs) / calls if calls else 0.0
     finally:
         await client.aclose()
 

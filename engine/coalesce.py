@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from .scripts import Operation, missing_function
 
 __all__ = ["Coalescer"]
 
 _MAX_BATCH = 256
 
-_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]
+_Call = tuple[Operation, list[str], list[Any], "asyncio.Future[Any]"]
 
 
 class Coalescer:
@@ -36,7 +37,7 @@ class Coalescer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+    def call(self, script: Operation, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((script, keys, args, future))
@@ -55,9 +56,10 @@ class Coalescer:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
+            await batch[0][0].prepare(self._client)  # FCALL or EVALSHA: known after the first
             async with self._client.pipeline(transaction=False) as pipe:
                 for script, keys, args, _ in batch:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    pipe.execute_command(*script.command(keys, args))
                 replies = await pipe.execute(raise_on_error=False)
         except BaseException as exc:  # the connection failed: every caller learns it
             for _, _, _, future in batch:
@@ -69,9 +71,9 @@ class Coalescer:
         for (script, keys, args, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue
-            if isinstance(reply, NoScriptError):
-                # Redis restarted and forgot the scripts: this call goes alone,
-                # through redis-py's own reload-and-retry.
+            if isinstance(reply, NoScriptError) or missing_function(reply):
+                # Redis restarted and forgot the scripts (or the library): this
+                # call goes alone, through the reload-and-retry of engine/scripts.py.
                 self._spawn(self._retry_alone(script, keys, args, future))
             elif isinstance(reply, Exception):
                 future.set_exception(reply)
@@ -79,7 +81,7 @@ class Coalescer:
                 future.set_result(reply)
 
     async def _retry_alone(
-        self, script: AsyncScript, keys: list[str], args: list[Any], future: asyncio.Future[Any]
+        self, script: Operation, keys: list[str], args: list[Any], future: asyncio.Future[Any]
     ) -> None:
         try:
             result = await script(keys=keys, args=args, client=self._client)

@@ -15,7 +15,7 @@ from . import batch, errors, lifecycle
 from .client import RedisClient
 from .coalesce import Coalescer
 from .groups import Groups
-from .keys import KeySchema, check_slot_id, check_user_id, new_hold_id, slot_of_hold
+from .keys import EPOCH_FIELD, KeySchema, check_slot_id, check_user_id, new_hold_id, slot_of_hold
 from .models import Hold, Outcome, Slot
 from .replicated import run_replicated
 from .replies import (
@@ -76,30 +76,8 @@ class Engine:
         now_ms: int | None = None,
     ) -> Outcome:
         """Reserve ``quantity`` on a slot; a repeated key returns the first hold."""
-        if not 1 <= quantity <= self.settings.max_quantity:
-            raise ValueError(f"quantity must be 1..{self.settings.max_quantity}")
-        check_slot_id(slot_id)
-        check_user_id(user_id)
-        if not idempotency_key:
-            raise ValueError("idempotency_key must not be empty")
+        keys, args = self._hold_call(slot_id, user_id, idempotency_key, quantity, now_ms)
         partition = self.keys.partition_of(slot_id)
-        keys = [
-            *self.keys.partition(partition),
-            self.keys.idempotency(slot_id, user_id, idempotency_key),
-        ]
-        args = [
-            clock_arg(now_ms),
-            self._batch,
-            self._retention_ms,
-            str(slot_id),
-            user_id,
-            str(quantity),
-            new_hold_id(slot_id),
-            self._hold_ttl_ms,
-            self._idempotency_ttl_ms,
-            self._max_held,
-            idempotency_key,
-        ]
         async with redis_errors():
             reply = await self._run(self._scripts.hold, keys, args)
         tag = text(reply[0])
@@ -108,6 +86,39 @@ class Engine:
         if tag == "replayed":
             return Outcome(Hold.from_stored(reply[1]), changed=False)
         raise self._refusal(tag, reply, partition=partition, slot_id=slot_id)
+
+    def _hold_call(
+        self,
+        slot_id: int,
+        user_id: str,
+        key: str,
+        quantity: int,
+        now_ms: int | None,
+        hold_id: str = "",
+    ) -> tuple[list[str], list[str]]:
+        if not 1 <= quantity <= self.settings.max_quantity:
+            raise ValueError(f"quantity must be 1..{self.settings.max_quantity}")
+        check_slot_id(slot_id)
+        check_user_id(user_id)
+        if not key:
+            raise ValueError("idempotency_key must not be empty")
+        keys = [
+            *self.keys.partition(self.keys.partition_of(slot_id)),
+            self.keys.idempotency(slot_id, user_id, key),
+        ]
+        args = [
+            clock_arg(now_ms), self._batch, self._retention_ms, str(slot_id), user_id,
+            str(quantity), hold_id or new_hold_id(slot_id), self._hold_ttl_ms,
+            self._idempotency_ttl_ms, self._max_held, key,
+        ]  # fmt: skip
+        return keys, args
+
+    def hold_command(
+        self, slot_id: int, user_id: str, key: str, *, now_ms: int | None = None, hold_id: str = ""
+    ) -> list[Any]:
+        """The command hold() sends for a hold of one: what bench/script_cost.py replays."""
+        keys, args = self._hold_call(slot_id, user_id, key, 1, now_ms, hold_id)
+        return self._scripts.command(self._scripts.hold, keys, args)
 
     async def confirm(
         self,
@@ -252,7 +263,7 @@ class Engine:
             raise errors.HoldNotFound(hold_id)
         partition = self.keys.partition_of(slot_id)
         async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.epoch(partition))
+            pipe.hexists(self.keys.slots(partition), EPOCH_FIELD)
             pipe.hget(self.keys.holds(partition), hold_id)
             has_epoch, raw = await pipe.execute()
         if not has_epoch:
@@ -265,7 +276,7 @@ class Engine:
         partition = self.keys.partition_of(slot_id)
         fields = [f"{slot_id}:{name}" for name in SLOT_FIELDS]
         async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.epoch(partition))
+            pipe.hexists(self.keys.slots(partition), EPOCH_FIELD)
             pipe.hmget(self.keys.slots(partition), fields)
             has_epoch, values = await pipe.execute()
         if not has_epoch:
@@ -279,7 +290,7 @@ class Engine:
         partitions = range(self.settings.partitions)
         async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
             for p in partitions:
-                pipe.exists(self.keys.epoch(p))
+                pipe.hexists(self.keys.slots(p), EPOCH_FIELD)
                 pipe.hgetall(self.keys.slots(p))
             replies = await pipe.execute()
         slots: list[Slot] = []
@@ -294,7 +305,7 @@ class Engine:
         """Partitions without their epoch marker (they refuse every command)."""
         async with redis_errors(), self._redis.pipeline(transaction=False) as pipe:
             for p in range(self.settings.partitions):
-                pipe.exists(self.keys.epoch(p))
+                pipe.hexists(self.keys.slots(p), EPOCH_FIELD)
             found = await pipe.execute()
         return [p for p, ok in enumerate(found) if not ok]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 
 __all__ = [
+    "EPOCH_FIELD",
     "MAX_SLOT_ID",
     "KeySchema",
     "check_slot_id",
@@ -18,6 +19,9 @@ __all__ = [
 ]
 
 MAX_SLOT_ID = 2**63 - 1  # a PostgreSQL bigint
+# The epoch marker: a field of each partition's slots hash (lua/lib.lua), set when
+# the partition is built. A partition without it has lost its state.
+EPOCH_FIELD = "epoch"
 _MAX_SLOT_DIGITS = 19
 
 
@@ -29,9 +33,8 @@ class KeySchema:
 
     def _build(self, partition: int) -> list[str]:
         tag = f"{self.prefix}{{p{partition}}}:"
-        # Order is the contract of lua/lib.lua (KEYS[1..12]).
+        # Order is the contract of lua/lib.lua (KEYS[1..11]).
         return [
-            tag + "epoch",
             tag + "slots",
             tag + "holds",
             tag + "expiry",
@@ -49,29 +52,27 @@ class KeySchema:
         return slot_id % self.partitions
 
     def partition(self, partition: int) -> list[str]:
-        """The twelve keys every script gets first, for one partition."""
+        """The eleven keys every script gets first, for one partition."""
         return self._partition_keys[partition]
 
-    def epoch(self, partition: int) -> str:
+    def slots(self, partition: int) -> str:
+        """The slots hash, which also holds the epoch marker (EPOCH_FIELD)."""
         return self._partition_keys[partition][0]
 
-    def slots(self, partition: int) -> str:
+    def holds(self, partition: int) -> str:
         return self._partition_keys[partition][1]
 
-    def holds(self, partition: int) -> str:
-        return self._partition_keys[partition][2]
-
     def events(self, partition: int) -> str:
-        return self._partition_keys[partition][6]
+        return self._partition_keys[partition][5]
 
     def waitlist(self, partition: int) -> str:
-        return self._partition_keys[partition][7]
+        return self._partition_keys[partition][6]
 
     def wait_order(self, partition: int) -> str:
-        return self._partition_keys[partition][8]
+        return self._partition_keys[partition][7]
 
     def waiting(self, partition: int) -> str:
-        return self._partition_keys[partition][9]
+        return self._partition_keys[partition][8]
 
     def wait_idempotency(self, slot_id: int, user_id: str, key: str) -> str:
         partition = self.partition_of(slot_id)

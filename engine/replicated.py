@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from . import errors
+from .scripts import missing_function
 from .settings import EngineSettings
 
 __all__ = ["run_replicated"]
@@ -25,10 +28,24 @@ async def run_replicated(
     Raises NotReplicated when WAIT times out first: the change is kept on the
     primary (a retry with the same key or hold id answers it).
     """
-    async with redis.pipeline(transaction=False) as pipe:
-        await script(keys=keys, args=args, client=pipe)
-        pipe.execute_command("WAIT", settings.min_replicas, settings.wait_timeout_ms)
-        reply, acknowledged = await pipe.execute()
+    await script.prepare(redis)
+    try:
+        reply, acknowledged = await _call_and_wait(redis, script, keys, args, settings)
+    except ResponseError as exc:
+        if not missing_function(exc):
+            raise
+        await script.prepare(redis, reload=True)  # the server lost the library
+        reply, acknowledged = await _call_and_wait(redis, script, keys, args, settings)
     if int(acknowledged) < settings.min_replicas:
         raise errors.NotReplicated(settings.min_replicas, int(acknowledged))
     return reply
+
+
+async def _call_and_wait(
+    redis: Any, script: Any, keys: list[str], args: list[Any], settings: EngineSettings
+) -> list[Any]:
+    async with redis.pipeline(transaction=False) as pipe:
+        await script(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", settings.min_replicas, settings.wait_timeout_ms)
+        replies: list[Any] = await pipe.execute()
+    return replies

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .keys import KeySchema
+from .keys import EPOCH_FIELD, KeySchema
 from .replies import redis_errors
 
 __all__ = ["SEQUENCE_FIELD", "fail_closed", "partition_sequences"]
@@ -24,14 +24,13 @@ async def partition_sequences(redis: Any, keys: KeySchema) -> dict[int, int]:
     """
     async with redis_errors(), redis.pipeline(transaction=False) as pipe:
         for p in range(keys.partitions):
-            pipe.exists(keys.epoch(p))
-            pipe.hget(keys.slots(p), SEQUENCE_FIELD)
+            pipe.hmget(keys.slots(p), [EPOCH_FIELD, SEQUENCE_FIELD])
         replies = await pipe.execute()
-    return {p: int(replies[2 * p + 1] or 0) for p in range(keys.partitions) if replies[2 * p]}
+    return {p: int(seq or 0) for p, (epoch, seq) in enumerate(replies) if epoch is not None}
 
 
 async def fail_closed(redis: Any, keys: KeySchema, partition: int) -> None:
     """Drop the partition's epoch marker: every script refuses it (state_unavailable)
     until the sync worker rebuilds it from PostgreSQL (sync/restore.py)."""
     async with redis_errors():
-        await redis.delete(keys.epoch(partition))
+        await redis.hdel(keys.slots(partition), EPOCH_FIELD)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from . import errors
-from .keys import KeySchema, check_user_id, new_hold_id, slot_of_hold
+from .keys import EPOCH_FIELD, KeySchema, check_user_id, new_hold_id, slot_of_hold
 from .models import Hold
 from .replies import redis_errors, refusal, text
 from .scripts import Scripts, clock_arg, housekeeping_args
@@ -109,7 +109,7 @@ class Waitlist:
             raise errors.EntryNotFound(entry_id)
         partition = self._keys.partition_of(slot_id)
         async with redis_errors(), self._read.pipeline(transaction=False) as pipe:
-            pipe.exists(self._keys.epoch(partition))
+            pipe.hexists(self._keys.slots(partition), EPOCH_FIELD)
             pipe.hget(self._keys.waitlist(partition), entry_id)
             pipe.hget(self._keys.holds(partition), entry_id)
             has_epoch, raw, raw_hold = await pipe.execute()

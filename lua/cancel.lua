@@ -1,6 +1,6 @@
 -- cancel.lua — cancel a hold or a booking and give its quantity back at once.
 --
--- KEYS[1..12] partition keys, as in lib.lua
+-- KEYS[1..11] partition keys, as in lib.lua
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    hold id
 -- ARGV[5]    user id that must own the hold; '' lets any caller (operators)

@@ -1,6 +1,6 @@
 -- confirm.lua — turn a held hold into a booking, whole or in part.
 --
--- KEYS[1..12] partition keys, as in lib.lua
+-- KEYS[1..11] partition keys, as in lib.lua
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    hold id
 -- ARGV[5]    user id that must own the hold; '' lets any caller (operators)

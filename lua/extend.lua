@@ -45,5 +45,6 @@ hold.e = expires_at
 hold.xn = extensions + 1
 hold.v = hold.v + 1
 redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
+queue_pushed()
 hold.x, hold.t = 'extended', now
 return {'extended', save_hold(hold)}

@@ -1,7 +1,7 @@
 -- group_home.lua — the record of a hold group, kept in its home partition (the
 -- partition of its first item's slot; the group id names that slot).
 --
--- KEYS[1..12]      partition keys of the home partition, as in lib.lua
+-- KEYS[1..11]      partition keys of the home partition, as in lib.lua
 -- KEYS[K_EXTRA]    group record        {p<N>}:group:<group id>   string, group JSON
 -- KEYS[K_EXTRA+1]  idempotency record  {p<N>}:gidem:<user>:<key> string, the group id
 -- KEYS[K_EXTRA+2]  due groups          {p<N>}:groups_due         sorted set, group id

@@ -1,7 +1,7 @@
 -- group_members.lua — confirm or cancel the members of one hold group that live
 -- in this partition (each member is a hold with g = the group id).
 --
--- KEYS[1..12] partition keys, as in lib.lua
+-- KEYS[1..11] partition keys, as in lib.lua
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    'confirm' (held -> confirmed) | 'cancel' (held or confirmed -> cancelled,
 --            quantity given back) | 'release' (held -> cancelled only: the parts of

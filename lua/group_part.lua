@@ -1,7 +1,7 @@
 -- group_part.lua — make one part of a hold group: a hold of the group's user,
 -- tied to the group (field g), with the group's shared expires_at.
 --
--- KEYS[1..12] partition keys, as in lib.lua
+-- KEYS[1..11] partition keys, as in lib.lua
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    slot id
 -- ARGV[5]    user id
@@ -33,7 +33,7 @@ if now >= tonumber(ARGV[10]) then
 end
 
 local slot_id, user_id, quantity = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local refused = hold_refusal(slot_id, user_id, quantity, ARGV[11])
+local refused = hold_refusal(slot_id, user_id, quantity, ARGV[11], slot_counters(slot_id))
 if refused then
     return refused
 end

@@ -1,7 +1,7 @@
 -- hold.lua — reserve quantity on a slot for one user, once per idempotency key.
 --
--- KEYS[1..12] partition keys, as in lib.lua
--- KEYS[13]   (K_EXTRA) idempotency record   {p<N>}:idem:<slot>:<user>:<key>  string "<quantity>|<hold id>"
+-- KEYS[1..11] partition keys, as in lib.lua
+-- KEYS[12]   (K_EXTRA) idempotency record   {p<N>}:idem:<slot>:<user>:<key>  string "<quantity>|<hold id>"
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    slot id
 -- ARGV[5]    user id
@@ -22,13 +22,21 @@
 --            waitlist offers when housekeeping expired something)
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
 
-local now = ready(ARGV[1])
-if not now then
+-- The readiness check reads the slot too (one HMGET, lib.lua slot_counters);
+-- housekeeping that changed anything makes hold_request read it again.
+local counters = slot_counters(ARGV[4])
+if not counters.epoch then
     return {'state_unavailable'}
 end
-housekeep(now, ARGV[2], ARGV[3])
+local now = clock_ms(ARGV[1])
+local _, changed, due = housekeep(now, ARGV[2], ARGV[3], counters.due)
+if changed then
+    counters = nil
+else
+    counters.due = due
+end
 
 return hold_request(now, KEYS[K_EXTRA], {
     slot = ARGV[4], user = ARGV[5], quantity = tonumber(ARGV[6]), hold_id = ARGV[7],
     ttl_ms = ARGV[8], remember_ms = ARGV[9], max_held = ARGV[10], key = ARGV[11],
-})
+}, counters)

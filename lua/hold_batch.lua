@@ -2,8 +2,8 @@
 -- as hold.lua judges one (lib.lua hold_request), in order: an item sees what the
 -- items before it did (capacity, the user's cap, a key an earlier item bound).
 --
--- KEYS[1..12]   partition keys, as in lib.lua
--- KEYS[12 + n]  item n's idempotency record, as hold.lua's KEYS[K_EXTRA]
+-- KEYS[1..11]   partition keys, as in lib.lua
+-- KEYS[11 + n]  item n's idempotency record, as hold.lua's KEYS[K_EXTRA]
 -- ARGV[1..3]    clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]       hold lifetime, ms
 -- ARGV[5]       idempotency memory, ms

@@ -3,37 +3,40 @@
 -- engine/scripts.py prepends this file, then lib_waitlist.lua (the waitlist's
 -- offers: capacity_freed) and lib_housekeeping.lua (expiry, settling, the
 -- readiness check, the single hold's rules: hold_request), to each operation
--- script before loading it, so each script stays one EVALSHA round trip. Every
--- operation receives the twelve partition keys first, in this order (all share the hash tag {p<N>}):
+-- script before loading it (EVALSHA), or loads them all as one Redis Functions
+-- library with each operation as a function (FCALL). Every
+-- operation receives the eleven partition keys first, in this order (all share the hash tag {p<N>}):
 --
--- KEYS[1]  epoch marker        {p<N>}:epoch      string, written only by load_partition
--- KEYS[2]  slots               {p<N>}:slots      hash  <slot>:cap|rem|held|conf|state|meta
--- KEYS[3]  holds               {p<N>}:holds      hash  <hold id> -> hold JSON
--- KEYS[4]  expiry queue        {p<N>}:expiry     list  "<expires_at>|<hold id>", oldest first
--- KEYS[5]  held per user       {p<N>}:user_held  hash  <slot>:<user> -> held quantity
--- KEYS[6]  finished queue      {p<N>}:finished   list  "<finished at>|<hold id>", oldest first
+-- KEYS[1]  slots               {p<N>}:slots      hash  <slot>:cap|rem|held|conf|state|meta,
+--                                                and 'epoch' (the epoch marker, written
+--                                                only by load_partition), 'seq' and 'due'
+--                                                (see "The due mark" below)
+-- KEYS[2]  holds               {p<N>}:holds      hash  <hold id> -> hold JSON
+-- KEYS[3]  expiry queue        {p<N>}:expiry     list  "<expires_at>|<hold id>", oldest first
+-- KEYS[4]  held per user       {p<N>}:user_held  hash  <slot>:<user> -> held quantity
+-- KEYS[5]  finished queue      {p<N>}:finished   list  "<finished at>|<hold id>", oldest first
 --                                                (or "<at>|w:<entry id>": a waitlist entry)
--- KEYS[7]  events              {p<N>}:events     stream, one entry per state change
--- KEYS[8]  waitlist entries    {p<N>}:waitlist   hash  <entry id> -> entry JSON
--- KEYS[9]  waiting order       {p<N>}:wait_order sorted set, all scores 0, members
+-- KEYS[6]  events              {p<N>}:events     stream, one entry per state change
+-- KEYS[7]  waitlist entries    {p<N>}:waitlist   hash  <entry id> -> entry JSON
+-- KEYS[8]  waiting order       {p<N>}:wait_order sorted set, all scores 0, members
 --                                                "<slot>:<join seq, 15 digits>:<entry id>"
 --                                                (lexicographic: one slot's entries are
 --                                                one contiguous range, in join order)
--- KEYS[10] waiting counters    {p<N>}:waiting    hash  <slot> -> units waiting,
+-- KEYS[9]  waiting counters    {p<N>}:waiting    hash  <slot> -> units waiting,
 --                                                n:<slot> -> entries waiting,
 --                                                u:<slot>:<user> -> that user's entries,
 --                                                seq -> the partition's join counter,
 --                                                offer_ms -> offer lifetime (last join's)
--- KEYS[11] lapse queue         {p<N>}:wait_lapse list  "<lapses_at>|<entry id>", oldest first
--- KEYS[12] offer backlog       {p<N>}:wait_more  set   slots whose offers stopped at the
+-- KEYS[10] lapse queue         {p<N>}:wait_lapse list  "<lapses_at>|<entry id>", oldest first
+-- KEYS[11] offer backlog       {p<N>}:wait_more  set   slots whose offers stopped at the
 --                                                per-call bound (the sweep continues them)
 --
 -- and the operation scripts the same three housekeeping arguments first:
 --
 -- ARGV[1]  clock, milliseconds; '' means redis TIME (tests pass an explicit clock)
--- ARGV[2]  housekeeping batch: at most this many due holds expired, and as many
---          finished holds forgotten, per call
--- ARGV[3]  retention of finished (cancelled/expired) holds, milliseconds
+-- ARGV[2]  housekeeping batch: at most this many due holds expired (and, in the
+--          sweep, as many finished holds forgotten) per call
+-- ARGV[3]  retention of finished (cancelled/expired) holds, milliseconds (the sweep's)
 --
 -- The helpers below read KEYS (the partition) but never ARGV: what a helper
 -- needs of the arguments, the script passes it.
@@ -61,11 +64,20 @@
 -- behind older ones for the background expiry, by at most the difference.
 -- Commands still expire any due hold they touch (settle()), so nothing due is
 -- ever confirmed.
+--
+-- The due mark: field 'due' of the slots hash is no later than the head of the
+-- expiry queue and of the lapse queue (NEVER when both are empty), so a command
+-- that finds it in the future skips housekeeping without looking at the queues
+-- (lib_housekeeping.lua housekeep). Housekeeping that looked sets it again; a new
+-- hold lowers it in the HSET that takes its quantity (make_hold); every other
+-- push to those queues drops it (queue_pushed), and the next command looks.
 
-local K_EPOCH, K_SLOTS, K_HOLDS, K_EXPIRY, K_USER_HELD, K_FINISHED, K_EVENTS = 1, 2, 3, 4, 5, 6, 7
-local K_WAITLIST, K_WAIT_ORDER, K_WAITING, K_WAIT_LAPSE, K_WAIT_MORE = 8, 9, 10, 11, 12
+local NEVER = 9000000000000000
+
+local K_SLOTS, K_HOLDS, K_EXPIRY, K_USER_HELD, K_FINISHED, K_EVENTS = 1, 2, 3, 4, 5, 6
+local K_WAITLIST, K_WAIT_ORDER, K_WAITING, K_WAIT_LAPSE, K_WAIT_MORE = 7, 8, 9, 10, 11
 -- A script's own keys come after the partition keys: KEYS[K_EXTRA], KEYS[K_EXTRA + 1]...
-local K_EXTRA = 13
+local K_EXTRA = 12
 
 -- ``clock`` is a script argument: milliseconds, or '' for redis TIME.
 local function clock_ms(clock)
@@ -76,12 +88,28 @@ local function clock_ms(clock)
     return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The epoch marker is a field of the slots hash: a partition whose slots hash is
+-- lost has lost its marker with it.
 local function has_epoch()
-    return redis.call('EXISTS', KEYS[K_EPOCH]) == 1
+    return redis.call('HEXISTS', KEYS[K_SLOTS], 'epoch') == 1
 end
 
 local function slot_field(slot_id, name)
     return slot_id .. ':' .. name
+end
+
+-- The partition's marker and one slot's counters, with the event sequence, in one
+-- HMGET: {epoch, rem, held, state, seq} (strings, false when absent).
+local function slot_counters(slot_id)
+    local f = redis.call('HMGET', KEYS[K_SLOTS], 'epoch', slot_id .. ':rem', slot_id .. ':held',
+        slot_id .. ':state', 'seq', 'due')
+    return {epoch = f[1], rem = f[2], held = f[3], state = f[4], seq = f[5], due = f[6]}
+end
+
+-- Something was pushed to the expiry or lapse queue other than by make_hold: the
+-- due mark may be too late now; the next housekeeping looks at the queues.
+local function queue_pushed()
+    redis.call('HDEL', KEYS[K_SLOTS], 'due')
 end
 
 -- Split "<a>|<b>" (queue entries, idempotency records) into its two parts.
@@ -124,7 +152,8 @@ end
 
 -- Store the hold and append its event. ``key`` is the idempotency key, given on
 -- the event that creates the hold. Events carry n, the partition's sequence.
--- Returns the event's JSON, which is also the reply.
+-- Returns the event's JSON, which is also the reply. (A new single hold is
+-- written by make_hold, lib_housekeeping.lua.)
 local function save_hold(hold, key)
     store_hold(hold)
     hold.k = key
@@ -149,6 +178,7 @@ local function take_held(hold)
     redis.call('HINCRBY', KEYS[K_SLOTS], slot_field(hold.s, 'held'), hold.q)
     add_user_held(hold, hold.q)
     redis.call('RPUSH', KEYS[K_EXPIRY], hold.e .. '|' .. hold.i)
+    queue_pushed()
 end
 
 -- Remember which hold an idempotency key made, for ``ttl_ms``.
@@ -170,13 +200,15 @@ end
 -- Why a new hold of ``quantity`` on the slot cannot be made for the user, as the
 -- script's refusal ({'not_found'}, {'closed'}, {'capacity', remaining},
 -- {'user_limit', held}); nil when it can. Single holds and group parts alike.
-local function hold_refusal(slot_id, user_id, quantity, max_held)
-    local fields = redis.call('HMGET', KEYS[K_SLOTS], slot_field(slot_id, 'rem'), slot_field(slot_id, 'state'))
-    local remaining = tonumber(fields[1])
+-- ``c`` is the slot as slot_counters() read it. With ``claim``, the user's held
+-- counter is raised by ``quantity`` right away when the hold can be made (one
+-- HINCRBY instead of HGET + HINCRBY; refused, it is put back as it was).
+local function hold_refusal(slot_id, user_id, quantity, max_held, c, claim)
+    local remaining = tonumber(c.rem)
     if not remaining then
         return {'not_found'}
     end
-    if fields[2] ~= 'open' then
+    if c.state ~= 'open' then
         return {'closed'}
     end
     if remaining < quantity then
@@ -188,7 +220,20 @@ local function hold_refusal(slot_id, user_id, quantity, max_held)
     if redis.call('HEXISTS', KEYS[K_WAITING], 'n:' .. slot_id) == 1 then
         return {'capacity', 0}
     end
-    local held_by_user = tonumber(redis.call('HGET', KEYS[K_USER_HELD], slot_field(slot_id, user_id)) or '0')
+    local field = slot_field(slot_id, user_id)
+    if claim then
+        local held_by_user = redis.call('HINCRBY', KEYS[K_USER_HELD], field, quantity) - quantity
+        if held_by_user + quantity > tonumber(max_held) then
+            if held_by_user > 0 then
+                redis.call('HINCRBY', KEYS[K_USER_HELD], field, -quantity)
+            else
+                redis.call('HDEL', KEYS[K_USER_HELD], field)
+            end
+            return {'user_limit', held_by_user}
+        end
+        return nil
+    end
+    local held_by_user = tonumber(redis.call('HGET', KEYS[K_USER_HELD], field) or '0')
     if held_by_user + quantity > tonumber(max_held) then
         return {'user_limit', held_by_user}
     end

@@ -52,11 +52,30 @@ local function drain_queue(queue, due_by, batch, visit)
     return taken
 end
 
--- Expire due holds and forget finished ones older than ``retention_ms``, at
--- most ``batch`` of each (both script arguments). Returns how many expired.
-local function housekeep(now, batch, retention_ms)
+-- The head of a queue: when it falls due, NEVER when empty.
+local function head_due(queue)
+    local head = redis.call('LINDEX', queue, 0)
+    if not head then
+        return NEVER
+    end
+    return (queue_entry(head))
+end
+
+-- Expire due holds and lapse due waitlist entries, at most ``batch`` of each (a
+-- script argument), unless the due mark (lib.lua) says nothing is due: ``due`` is
+-- the mark as the caller read it (nil: read here; false: look at the queues
+-- anyway). Returns how many expired, whether anything changed (a slot's counters
+-- or the event sequence may then differ from a read before), and the due mark.
+-- Finished holds are forgotten by the sweep only (forget_finished).
+local function housekeep(now, batch, _, due)
+    if due == nil then
+        due = redis.call('HGET', KEYS[K_SLOTS], 'due')
+    end
+    if due and tonumber(due) > now then
+        return 0, false, due
+    end
     batch = tonumber(batch)
-    local expired = 0
+    local expired, lapsed = 0, 0
     drain_queue(KEYS[K_EXPIRY], now, batch, function(at, hold_id)
         local hold = load_hold(hold_id)
         -- Confirmed or cancelled since it was queued: nothing to do.
@@ -65,22 +84,34 @@ local function housekeep(now, batch, retention_ms)
             expired = expired + 1
         end
     end)
-    drain_queue(KEYS[K_FINISHED], now - tonumber(retention_ms), batch, function(_, hold_id)
-        if string.sub(hold_id, 1, 2) == 'w:' then
-            redis.call('HDEL', KEYS[K_WAITLIST], string.sub(hold_id, 3))
-        else
-            redis.call('HDEL', KEYS[K_HOLDS], hold_id)
-        end
-    end)
     drain_queue(KEYS[K_WAIT_LAPSE], now, batch, function(at, entry_id)
         local entry = load_entry(entry_id)
         if entry and entry.st == 'waiting' and entry.e == at then
             stop_waiting(entry, 'lapsed', 'xa', now)
             save_entry(entry)
             capacity_freed(entry.s, now)
+            lapsed = lapsed + 1
         end
     end)
-    return expired
+    due = math.min(head_due(KEYS[K_EXPIRY]), head_due(KEYS[K_WAIT_LAPSE]))
+    redis.call('HSET', KEYS[K_SLOTS], 'due', due)
+    return expired, expired + lapsed > 0, tostring(due)
+end
+
+-- Forget finished holds and entries older than ``retention_ms``, at most
+-- ``batch``: the sweep's work (expire.lua), not every command's. Returns true
+-- when more are due.
+local function forget_finished(now, batch, retention_ms)
+    local due_by = now - tonumber(retention_ms)
+    drain_queue(KEYS[K_FINISHED], due_by, tonumber(batch), function(_, hold_id)
+        if string.sub(hold_id, 1, 2) == 'w:' then
+            redis.call('HDEL', KEYS[K_WAITLIST], string.sub(hold_id, 3))
+        else
+            redis.call('HDEL', KEYS[K_HOLDS], hold_id)
+        end
+    end)
+    local head = redis.call('LINDEX', KEYS[K_FINISHED], 0)
+    return head ~= false and queue_entry(head) <= due_by
 end
 
 -- Is the head of the expiry queue due (more work for the sweep)?
@@ -119,13 +150,46 @@ local function ready(clock)
     return clock_ms(clock)
 end
 
+-- Make the new hold ``args`` asks for (hold_request), whose slot ``c``
+-- (slot_counters) read and whose user counter hold_refusal claimed: both slot
+-- counters, the event sequence and the due mark (lib.lua) in one HSET, then the
+-- expiry queue, the idempotency record, the stored hold and its event, which is
+-- returned. The JSON is written out here rather than by cjson.encode: the same
+-- fields (lib.lua), without cjson's table walk and its floating-point formatting
+-- of every number (integers are formatted once, with %d); the order of the
+-- fields is no more defined than cjson's.
+local function make_hold(now, record_key, args, c)
+    local slot, id, q = args.slot, args.hold_id, args.quantity
+    local expires = now + tonumber(args.ttl_ms)
+    local seq_s = string.format('%d', tonumber(c.seq or '0') + 1)
+    local now_s, expires_s, q_s = string.format('%d', now), string.format('%d', expires), string.format('%d', q)
+    local rem_s = string.format('%d', tonumber(c.rem) - q)
+    local held_s = string.format('%d', tonumber(c.held or '0') + q)
+    if c.due and tonumber(c.due) <= expires then
+        redis.call('HSET', KEYS[K_SLOTS], slot .. ':rem', rem_s, slot .. ':held', held_s, 'seq', seq_s)
+    else
+        redis.call('HSET', KEYS[K_SLOTS], slot .. ':rem', rem_s, slot .. ':held', held_s, 'seq', seq_s,
+            'due', expires_s)
+    end
+    redis.call('RPUSH', KEYS[K_EXPIRY], expires_s .. '|' .. id)
+    redis.call('SET', record_key, q_s .. '|' .. id, 'PX', args.remember_ms)
+    local stored = '{"u":' .. cjson.encode(args.user) .. ',"q":' .. q_s .. ',"st":"held","c":' .. now_s
+        .. ',"e":' .. expires_s .. ',"v":1}'
+    redis.call('HSET', KEYS[K_HOLDS], id, stored)
+    local event = string.sub(stored, 1, -2) .. ',"i":' .. cjson.encode(id) .. ',"s":' .. cjson.encode(slot)
+        .. ',"k":' .. cjson.encode(args.key) .. ',"n":' .. seq_s .. '}'
+    last_entry_id = redis.call('XADD', KEYS[K_EVENTS], '*', 'h', event)
+    return event
+end
+
 -- One hold request, after ready() and housekeep(): replay the hold ``record_key``
 -- remembers (or refuse a different quantity), else judge it by hold_refusal() and
 -- make it. The reply is hold.lua's (its header lists them); hold.lua and
 -- hold_batch.lua both call this, once per request. ``args`` holds the request:
 -- slot, user, quantity (a number), hold_id (used if a hold is made), ttl_ms,
--- remember_ms, max_held, key (the idempotency key as sent).
-local function hold_request(now, record_key, args)
+-- remember_ms, max_held, key (the idempotency key as sent). ``c``: the slot as
+-- slot_counters() read it after housekeeping, or nil (read here).
+local function hold_request(now, record_key, args, c)
     local remembered = redis.call('GET', record_key)
     if remembered then
         local first, hold_id = split_pair(remembered)
@@ -141,15 +205,10 @@ local function hold_request(now, record_key, args)
         settle(hold, now)
         return {'replayed', cjson.encode(hold)}
     end
-    local refused = hold_refusal(args.slot, args.user, args.quantity, args.max_held)
+    c = c or slot_counters(args.slot)
+    local refused = hold_refusal(args.slot, args.user, args.quantity, args.max_held, c, true)
     if refused then
         return refused
     end
-    local hold = {
-        i = args.hold_id, s = args.slot, u = args.user, q = args.quantity, st = 'held',
-        c = now, e = now + tonumber(args.ttl_ms), v = 1,
-    }
-    take_held(hold)
-    remember_key(record_key, hold, args.remember_ms)
-    return {'created', save_hold(hold, args.key)}
+    return {'created', make_hold(now, record_key, args, c)}
 end

@@ -59,6 +59,7 @@ local function start_waiting(entry)
     redis.call('HINCRBY', KEYS[K_WAITING], 'n:' .. entry.s, 1)
     redis.call('HINCRBY', KEYS[K_WAITING], 'u:' .. entry.s .. ':' .. entry.u, 1)
     redis.call('RPUSH', KEYS[K_WAIT_LAPSE], entry.e .. '|' .. entry.i)
+    queue_pushed()
 end
 
 -- Take a waiting entry out of line into ``status`` (its lapse queue entry stays

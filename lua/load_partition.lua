@@ -3,8 +3,8 @@
 -- Runs in phases so a large partition loads in bounded calls; commands are
 -- refused (no epoch marker) from 'begin' until 'commit'.
 --
--- KEYS[1..12] partition keys, as in lib.lua
--- KEYS[13..] (K_EXTRA..) phases 'holds' and 'waitlist': the idempotency record of
+-- KEYS[1..11] partition keys, as in lib.lua
+-- KEYS[12..] (K_EXTRA..) phases 'holds' and 'waitlist': the idempotency record of
 --            each hold or entry, in order
 --            ('' entries are not allowed: pass a key for every hold)
 -- ARGV[1]    phase: 'begin' | 'slots' | 'holds' | 'waitlist' | 'commit'
@@ -15,7 +15,7 @@
 --            'waitlist': JSON array of entries as events carry them (lib.lua),
 --            in join order (n), after the holds; then ARGV[5] is the offer
 --            lifetime ms and ARGV[6] the idempotency key prefix to the entry
---            'commit': the epoch marker's value
+--            'commit': the epoch marker's value (field 'epoch' of the slots hash)
 -- ARGV[3]    'holds' and 'waitlist': clock ms ('' = redis TIME); 'commit': the
 --            partition's event sequence to resume from (PostgreSQL's highest applied)
 -- ARGV[4]    idempotency memory ms, 'holds' and 'waitlist'
@@ -28,7 +28,7 @@
 local phase = ARGV[1]
 
 if phase == 'begin' then
-    redis.call('DEL', KEYS[K_EPOCH], KEYS[K_SLOTS], KEYS[K_HOLDS], KEYS[K_EXPIRY],
+    redis.call('DEL', KEYS[K_SLOTS], KEYS[K_HOLDS], KEYS[K_EXPIRY],
         KEYS[K_USER_HELD], KEYS[K_FINISHED], KEYS[K_WAITLIST], KEYS[K_WAIT_ORDER],
         KEYS[K_WAITING], KEYS[K_WAIT_LAPSE], KEYS[K_WAIT_MORE])
     return {'ok', 0}
@@ -102,7 +102,7 @@ if phase == 'commit' then
     if ARGV[3] and ARGV[3] ~= '' then
         redis.call('HSET', KEYS[K_SLOTS], 'seq', ARGV[3])
     end
-    redis.call('SET', KEYS[K_EPOCH], ARGV[2])
+    redis.call('HSET', KEYS[K_SLOTS], 'epoch', ARGV[2])
     return {'ok', 1}
 end
 

@@ -1,6 +1,6 @@
 -- upsert_slot.lua — create a slot, or change its capacity, state or attributes.
 --
--- KEYS[1..12] partition keys, as in lib.lua
+-- KEYS[1..11] partition keys, as in lib.lua
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    slot id
 -- ARGV[5]    mode: 'create' (refused if it exists) or 'update' (refused if it does not)

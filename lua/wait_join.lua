@@ -1,7 +1,7 @@
 -- wait_join.lua — join a slot's waitlist, once per idempotency key.
 --
--- KEYS[1..12] partition keys, as in lib.lua
--- KEYS[13]   (K_EXTRA) idempotency record {p<N>}:widem:<slot>:<user>:<key>
+-- KEYS[1..11] partition keys, as in lib.lua
+-- KEYS[12]   (K_EXTRA) idempotency record {p<N>}:widem:<slot>:<user>:<key>
 --            string "<quantity>|<entry id>"
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    slot id

@@ -1,6 +1,6 @@
 -- wait_leave.lua — leave a waitlist (the entry's owner, or an operator).
 --
--- KEYS[1..12] partition keys, as in lib.lua
+-- KEYS[1..11] partition keys, as in lib.lua
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    entry id
 -- ARGV[5]    user id that must own the entry; '' lets any caller (operators)

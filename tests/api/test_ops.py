@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from api.app import create_app
+from engine.sequence import fail_closed
 from sync.restore import ensure_partitions
 
 from .conftest import Harness, Shared
@@ -37,7 +38,7 @@ async def test_lost_partition_fails_closed_until_rebuilt(shared: Shared) -> None
     intact = await new_slot(h, admin, capacity=5, slot_id=partitions * 1000 + 1)
     hold = await held(h, user, lost)
 
-    await h.ctx.redis.delete(h.ctx.engine.keys.epoch(0))
+    await fail_closed(h.ctx.redis, h.ctx.engine.keys, 0)
 
     r = await h.client.get("/readyz")
     assert r.status_code == 503, r.text

@@ -65,3 +65,62 @@ async def test_a_dead_connection_fails_every_call_of_the_batch() -> None:
     )
     assert all(isinstance(o, BackendUnavailable) for o in outcomes), outcomes
     await client.aclose()
+
+
+@pytest.mark.backends("redis")
+async def test_a_library_lost_by_redis_is_loaded_again(
+    make_engine: EngineFactory, redis_client: tuple[str, Any]
+) -> None:
+    # A restarted Redis without persistence, or a failover target that never had
+    # it, answers "Function not found": the library is loaded again, the call repeated.
+    engine = await make_engine()
+    scripts = engine._scripts
+    assert scripts.functions is True
+    assert engine.hold_command(1, "u", "k")[0] == "FCALL"
+    await engine.create_slot(1, 5)
+    _, client = redis_client
+    await client.function_delete(scripts.library)
+    outcomes = await asyncio.gather(*(engine.hold(1, f"u{n}", "k") for n in range(4)))
+    assert all(o.changed for o in outcomes)
+    await client.function_delete(scripts.library)
+    assert (await engine.update_slot(1, capacity=6)).remaining == 2  # not coalesced
+    assert await engine.scripts_loaded()
+
+
+@pytest.mark.backends("redis", "cluster")
+async def test_without_functions_the_scripts_run_by_evalsha(
+    make_engine: EngineFactory, redis_client: tuple[str, Any]
+) -> None:
+    # Redis < 7, an ACL without FUNCTION, and Redis Cluster (docs/decisions.md).
+    engine = await make_engine()
+    backend, _ = redis_client
+    if backend == "redis":
+        engine._scripts.functions = False
+    assert engine._scripts.functions is False
+    assert engine.hold_command(1, "u", "k")[0] == "EVALSHA"
+    await engine.create_slot(1, 5)
+    outcomes = await asyncio.gather(*(engine.hold(1, f"u{n}", "k") for n in range(5)))
+    assert all(o.changed for o in outcomes)
+    assert (await engine.slot(1)).remaining == 0
+    await engine.load_scripts()
+    assert await engine.scripts_loaded()
+
+
+async def test_a_server_without_functions_is_noticed_once() -> None:
+    from redis.exceptions import ResponseError
+
+    from engine.scripts import Scripts
+
+    class OldRedis:
+        loads = 0
+
+        async def function_load(self, code: str, replace: bool = False) -> str:
+            self.loads += 1
+            raise ResponseError("unknown command 'FUNCTION', with args beginning with: 'LOAD'")
+
+    old = OldRedis()
+    scripts = Scripts(old)
+    await scripts.prepare(old)
+    await scripts.prepare(old)
+    assert scripts.functions is False and old.loads == 1
+    assert scripts.command(scripts.hold, ["k"], ["a"])[0] == "EVALSHA"

@@ -190,7 +190,8 @@ class _Model:
 
     # housekeeping: what every command does to its partition first
 
-    def housekeep(self, partition: int) -> int:
+    def housekeep(self, partition: int, *, sweeping: bool = False) -> int:
+        """Expire due holds; the sweep also forgets finished ones (lua/expire.lua)."""
         expired = 0
         queue = self.expiry_queue[partition]
         for _ in range(self.batch):
@@ -203,15 +204,17 @@ class _Model:
                 self._expire(h)
                 expired += 1
         finished = self.finished_queue[partition]
-        for _ in range(self.batch):
+        for _ in range(self.batch if sweeping else 0):
             if not finished or finished[0][0] > self.now - RETENTION_MS:
                 break
             self.holds[finished.popleft()[1]].forgotten = True
         return expired
 
     def more_due(self, partition: int) -> bool:
-        queue = self.expiry_queue[partition]
-        return bool(queue) and queue[0][0] <= self.now
+        queue, finished = self.expiry_queue[partition], self.finished_queue[partition]
+        return (bool(queue) and queue[0][0] <= self.now) or (
+            bool(finished) and finished[0][0] <= self.now - RETENTION_MS
+        )
 
     def _expire(self, h: _Hold) -> None:
         self._release_held(h)
@@ -381,7 +384,7 @@ class _Model:
         return s.view()
 
     def sweep(self, partition: int) -> tuple[int, bool]:
-        return self.housekeep(partition), self.more_due(partition)
+        return self.housekeep(partition, sweeping=True), self.more_due(partition)
 
 
 def _plain(hold: Hold) -> Hold:
