@@ -1,7 +1,7 @@
 -- archive.lua — take one finished slot and its holds out of Redis (sync/archive.py).
 --
--- KEYS[1..12] partition keys, as in lib.lua
--- KEYS[13..] (K_EXTRA..) the idempotency record of each hold PostgreSQL knows
+-- KEYS[1..11] partition keys, as in lib.lua
+-- KEYS[12..] (K_EXTRA..) the idempotency record of each hold PostgreSQL knows
 --            for the slot ({p<N>}:idem:<slot>:<user>:<key>), deleted with it
 -- ARGV[1..3] clock, housekeeping batch, retention (lib.lua)
 -- ARGV[4]    slot id
@@ -13,7 +13,7 @@
 --            | {'busy', what} (a live hold, or someone waiting: try later)
 --            | {'behind', what} (Redis knows more than PostgreSQL: drain, try later)
 --            A refusal changes nothing but housekeeping.
--- Emits      one archive event on KEYS[7]: field 'a', {id, t, n} (slot, time, sequence)
+-- Emits      one archive event on KEYS[K_EVENTS]: field 'a', {id, t, n} (slot, time, sequence)
 -- Time       milliseconds, redis TIME unless ARGV[1] gives a clock
 --
 -- Holds Redis has and PostgreSQL does not list are finished ones whose events
