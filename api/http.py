@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -114,10 +114,34 @@ def parse_datetime(value: Any, name: str, *, slug: str = "validation-error") -> 
     return parsed
 
 
+# 2100-01-01. Beyond it ms / 1000 as a float loses microseconds, and the
+# datetime path below (the reference) rounds differently: it answers there.
+_MAX_MS = 4_102_444_800_000
+_EPOCH = datetime(1970, 1, 1)
+_MILLIS = [f"{n:03d}+00:00" for n in range(1000)]
+# second since the epoch -> "YYYY-MM-DDTHH:MM:SS.": the holds of one second share it
+_SECONDS: dict[int, str] = {}
+
+
+def _second_prefix(second: int) -> str:
+    if len(_SECONDS) >= 4096:
+        _SECONDS.clear()
+    prefix = _SECONDS[second] = f"{(_EPOCH + timedelta(seconds=second)).isoformat()}."
+    return prefix
+
+
 def iso_ms(ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO-8601 in UTC with milliseconds, the API's one format:
+    ``2026-12-02T20:33:29.123+00:00``. Text cached per second, no datetime per call
+    (a hold renders two or more of these); the same text as
+    ``datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")``."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    if not 0 <= ms < _MAX_MS:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    second, millis = divmod(ms, 1000)
+    prefix = _SECONDS.get(second) or _second_prefix(second)
+    return prefix + _MILLIS[millis]
 
 
 def hold_body(hold: Hold) -> dict[str, Any]:
