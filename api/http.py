@@ -34,9 +34,35 @@ MAX_ID = 2**63 - 1  # PostgreSQL bigint
 _JSON = "application/json"
 
 
+_CONTENT_TYPE = (b"content-type", _JSON.encode())
+
+
+class _RenderedJSON(Response):
+    """A JSON body already rendered, with its raw headers built directly: the same
+    headers, in the same order, as ``Response(body, status, headers, media_type=_JSON)``
+    without its general header handling (a few % of a small request's CPU)."""
+
+    media_type = _JSON
+
+    def __init__(self, body: bytes, status_code: int, raw: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        raw.append((b"content-length", b"%d" % len(body)))
+        raw.append(_CONTENT_TYPE)
+        self.raw_headers = raw
+
+
 def json_response(
     body: Any, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    if (
+        status_code >= 200
+        and status_code not in (204, 304)
+        and not any(k in (b"content-length", b"content-type") for k, _ in raw)
+    ):
+        return _RenderedJSON(orjson.dumps(body), status_code, raw)
     return Response(orjson.dumps(body), status_code, headers, media_type=_JSON)
 
 

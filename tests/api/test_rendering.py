@@ -32,3 +32,27 @@ def test_iso_ms_format_and_none() -> None:
     assert iso_ms(1_764_707_609_007) == "2025-12-02T20:33:29.007+00:00"
     assert iso_ms(0) == "1970-01-01T00:00:00.000+00:00"
     assert iso_ms(None) is None
+
+
+def test_json_responses_carry_the_same_headers_as_starlettes_response() -> None:
+    import orjson
+    from starlette.responses import Response
+
+    from api.http import json_response
+
+    cases: list[tuple[object, int, dict[str, str] | None]] = [
+        ({"a": 1}, 200, None),
+        ([1, 2], 201, {"Location": "/holds/1-ab", "Idempotent-Replayed": "true"}),
+        ({"x": "ü"}, 503, {"Retry-After": "1"}),
+        ({}, 204, None),  # no content-length on 204
+        ({"a": 1}, 200, {"Content-Type": "application/problem+json"}),
+    ]
+    for body, status, headers in cases:
+        ours = json_response(body, status, headers)
+        theirs = Response(orjson.dumps(body), status, headers, media_type="application/json")
+        assert (ours.status_code, ours.body, ours.raw_headers) == (
+            theirs.status_code,
+            theirs.body,
+            theirs.raw_headers,
+        )
+        assert ours.headers == theirs.headers and ours.background is None
