@@ -88,6 +88,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return Problem("internal-error", "something went wrong on our side").response()
 
 
+_HOT_HOLD = [r for r in hold_routes.routes if getattr(r, "name", "") == "create_hold"]
+
+
 def create_app(settings: Settings | None = None, *, context: AppContext | None = None) -> Starlette:
     """The app; ``context`` lets tests inject one, otherwise lifespan builds it."""
     settings = settings or Settings.from_env()
@@ -121,9 +124,14 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app = Starlette(
         routes=[
             *auth_routes.routes,
+            # POST /slots/{slot_id}/hold, the hot route, before the others: Starlette
+            # tries each route's regex in order, and the thirteen misses before it
+            # were 4-8% of a hold's CPU. No other route matches its path shape, so
+            # no answer changes.
+            *_HOT_HOLD,
             *slot_routes.routes,
             *group_routes.routes,
-            *hold_routes.routes,
+            *(route for route in hold_routes.routes if route not in _HOT_HOLD),
             *waitlist_routes.routes,
             *lifecycle_routes.routes,
             *batch_routes.routes,

@@ -39,7 +39,7 @@ def _idempotency_key(request: Request) -> str:
     key = request.headers.get("idempotency-key")
     if key is None:
         raise Problem("invalid-idempotency-key", "the Idempotency-Key header is required")
-    if not 1 <= len(key) <= 255 or not all(" " <= c <= "~" for c in key):
+    if not 1 <= len(key) <= 255 or not (key.isascii() and key.isprintable()):
         raise Problem(
             "invalid-idempotency-key",
             "Idempotency-Key must be 1 to 255 printable ASCII characters",
@@ -72,7 +72,7 @@ async def create_hold(request: Request) -> Response:
     if ctx.settings.hold_rate_per_minute:
         wait = await ctx.hold_rate.hit(principal.user_id)
         if wait:
-            ctx.metrics.holds.labels("rate_limited").inc()
+            ctx.metrics.count_hold("rate_limited")
             raise Problem(
                 "rate-limited",
                 f"at most {ctx.settings.hold_rate_per_minute} holds a minute",
@@ -84,12 +84,12 @@ async def create_hold(request: Request) -> Response:
             ctx.engine, ctx.pool, slot_id, principal.user_id, key, quantity
         )
     except engine.EngineError as exc:
-        ctx.metrics.holds.labels(type(exc).__name__).inc()
+        ctx.metrics.count_hold(type(exc).__name__)
         raise
     if not outcome.changed:
-        ctx.metrics.holds.labels("replayed").inc()
+        ctx.metrics.count_hold("replayed")
         return json_response(hold_body(outcome.hold), 201, _REPLAYED)
-    ctx.metrics.holds.labels("created").inc()
+    ctx.metrics.count_hold("created")
     ctx.cache.invalidate()
     return json_response(
         hold_body(outcome.hold), 201, {"Location": f"/holds/{outcome.hold.hold_id}"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -34,9 +34,35 @@ MAX_ID = 2**63 - 1  # PostgreSQL bigint
 _JSON = "application/json"
 
 
+_CONTENT_TYPE = (b"content-type", _JSON.encode())
+
+
+class _RenderedJSON(Response):
+    """A JSON body already rendered, with its raw headers built directly: the same
+    headers, in the same order, as ``Response(body, status, headers, media_type=_JSON)``
+    without its general header handling (a few % of a small request's CPU)."""
+
+    media_type = _JSON
+
+    def __init__(self, body: bytes, status_code: int, raw: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        raw.append((b"content-length", b"%d" % len(body)))
+        raw.append(_CONTENT_TYPE)
+        self.raw_headers = raw
+
+
 def json_response(
     body: Any, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    if (
+        status_code >= 200
+        and status_code not in (204, 304)
+        and not any(k in (b"content-length", b"content-type") for k, _ in raw)
+    ):
+        return _RenderedJSON(orjson.dumps(body), status_code, raw)
     return Response(orjson.dumps(body), status_code, headers, media_type=_JSON)
 
 
@@ -114,10 +140,34 @@ def parse_datetime(value: Any, name: str, *, slug: str = "validation-error") -> 
     return parsed
 
 
+# 2100-01-01. Beyond it ms / 1000 as a float loses microseconds, and the
+# datetime path below (the reference) rounds differently: it answers there.
+_MAX_MS = 4_102_444_800_000
+_EPOCH = datetime(1970, 1, 1)
+_MILLIS = [f"{n:03d}+00:00" for n in range(1000)]
+# second since the epoch -> "YYYY-MM-DDTHH:MM:SS.": the holds of one second share it
+_SECONDS: dict[int, str] = {}
+
+
+def _second_prefix(second: int) -> str:
+    if len(_SECONDS) >= 4096:
+        _SECONDS.clear()
+    prefix = _SECONDS[second] = f"{(_EPOCH + timedelta(seconds=second)).isoformat()}."
+    return prefix
+
+
 def iso_ms(ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO-8601 in UTC with milliseconds, the API's one format:
+    ``2026-12-02T20:33:29.123+00:00``. Text cached per second, no datetime per call
+    (a hold renders two or more of these); the same text as
+    ``datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")``."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    if not 0 <= ms < _MAX_MS:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    second, millis = divmod(ms, 1000)
+    prefix = _SECONDS.get(second) or _second_prefix(second)
+    return prefix + _MILLIS[millis]
 
 
 def hold_body(hold: Hold) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["Metrics"]
@@ -31,6 +33,7 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._hold_outcomes: dict[str, Any] = {}
         self.waitlist_joins = Counter(
             "slotkeeper_waitlist_joins_total",
             "Waitlist joins by outcome (waiting, offered, replayed, WaitingLimit, ...).",
@@ -72,3 +75,11 @@ class Metrics:
             "Holds expired by the background sweep, all workers, since the counter began.",
             registry=self.registry,
         )
+
+    def count_hold(self, outcome: str, n: int = 1) -> None:
+        """One more hold attempt with ``outcome``; the labelled child is looked up
+        once per outcome (``labels()`` takes a lock and builds a tuple each call)."""
+        child = self._hold_outcomes.get(outcome)
+        if child is None:
+            child = self._hold_outcomes[outcome] = self.holds.labels(outcome)
+        child.inc(n)

@@ -125,6 +125,10 @@ class Operation:
     def command(self, keys: list[str], args: list[Any]) -> list[Any]:
         return self._owner.command(self, keys, args)
 
+    def verb_target(self) -> tuple[str, str]:
+        """('FCALL', function) or ('EVALSHA', sha): how the command starts."""
+        return ("FCALL", self.function) if self._owner.functions else ("EVALSHA", self.sha)
+
     async def prepare(self, client: Any, *, reload: bool = False) -> None:
         if reload:
             await self._owner.load_library(client)
