@@ -36,6 +36,11 @@ class Extras:
     drained: int = 0
     drain_rate: float = 0.0
     memory_per_hold: float = 0.0
+    script_us: float = 0.0  # hold script, idle private Redis (bench/script_cost.py)
+    worker_pg_us: float = 0.0  # worker + PostgreSQL CPU per drained event (bench/costs.py)
+    redis_us_per_hold: float = 0.0  # Redis CPU per hold, script and drain reads
+    memory_ratio: float = 0.0  # Redis memory after 30 simulated days / after day 1
+    memory_note: str = ""
 
 
 def _cases(bench: Bench) -> dict[str, Case]:
@@ -217,7 +222,32 @@ def run_all(bench: Bench, catalog: Bench | None = None) -> str:
     extras.drained, extras.drain_rate = asyncio.run(_drain_rate(bench, backlog))
     if not bench.args.smoke:
         extras.memory_per_hold = asyncio.run(_memory_per_hold(bench))
+    _costs(bench, extras)
     return render(bench, cases, catalog_case, extras)
+
+
+def _costs(bench: Bench, extras: Extras) -> None:
+    """The script, drain and memory rows: each measured by its own bench module."""
+    from .costs import drain_costs
+    from .memory_days import memory_growth
+    from .script_cost import hold_script_us
+
+    smoke = bench.args.smoke
+    extras.script_us = hold_script_us(calls=2_000 if smoke else 100_000)
+    costs = asyncio.run(drain_costs(bench, 2_000 if smoke else 20_000))
+    extras.worker_pg_us = costs.worker_pg_us_per_event
+    extras.redis_us_per_hold = costs.redis_us_per_hold
+    days, per_day = (3, 20) if smoke else (30, 1_000)
+    growth = asyncio.run(
+        memory_growth(bench.redis_url, bench.server_dsn, days=days, slots_per_day=per_day)
+    )
+    extras.memory_ratio = growth.ratio
+    extras.memory_note = (
+        f"memory: {days} simulated days of {per_day:,} slots (half sold, published a day"
+        f" ahead, archived a day after they end): {growth.day1_bytes:,} bytes after day 1,"
+        f" {growth.last_bytes:,} after day {days}; {growth.archived_holds:,} archived holds"
+        " all read from PostgreSQL."
+    )
 
 
 def _row(case: Case) -> str:
@@ -316,6 +346,10 @@ def render(
     if extras.drain_rate and ran("hold-spread"):
         drain_ratio = extras.drain_rate / rps("hold-spread")
         target("drain events/s / hold-spread req/s", drain_ratio, ">= 3", drain_ratio >= 3)
+    at_most("hold script, mean server time, idle private Redis (us)", extras.script_us, 20)
+    at_most("worker + PostgreSQL CPU per drained event (us)", extras.worker_pg_us, 60)
+    at_most("Redis CPU per hold, script and drain reads (us)", extras.redis_us_per_hold, 30)
+    at_most("Redis memory after 30 simulated days / after day 1", extras.memory_ratio, 1.2)
     if extras.memory_per_hold:
         at_most("Redis bytes per active hold", extras.memory_per_hold, 400)
     # The row-lock design, as context (on two cores no hold beats the bare route).
@@ -376,6 +410,8 @@ def render(
             f" {extras.drain_rate:,.0f} events/s"
             " (the worker's batch path: XREADGROUP 500, one transaction, XACK).",
         ]
+    if extras.memory_note:
+        lines += ["", extras.memory_note]
     lines += [
         "",
         "### Targets",
