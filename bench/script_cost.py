@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
+from bench.run import stop  # noqa: E402
 from engine import Engine, EngineSettings  # noqa: E402
 
 __all__ = ["hold_script_us"]
@@ -96,12 +97,7 @@ def private_server() -> Iterator[tuple[int, int]]:
             time.sleep(0.05)
         yield port, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 10)
         shutil.rmtree(folder, ignore_errors=True)
 
 
